@@ -1,0 +1,3 @@
+"""vidcore plugin package for hunyuan models."""
+
+__version__ = "0.1.0"

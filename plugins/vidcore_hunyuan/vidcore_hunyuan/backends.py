@@ -1,0 +1,3 @@
+"""The hunyuan backends (filled in by the hunyuan issue)."""
+
+BACKENDS: list = []

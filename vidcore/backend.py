@@ -1,0 +1,253 @@
+"""The contract a model plugin implements: one `Backend` object per model variant.
+
+A backend is mostly data (defaults from the official release, the sizes and
+frame counts it accepts, where its weights live) plus a handful of methods
+that build its components and translate between the generic denoising loop
+(`vidcore.pipeline`) and its own modules. It never writes its own loop.
+
+Components are named ``nn.Module``s; the conventional names are
+``text_encoder``, ``text_encoder_2``, ``image_encoder``, ``denoiser`` (or one
+name per expert, e.g. ``high_noise``/``low_noise``) and ``vae``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InvalidRequestError
+
+TASKS = ("t2v", "i2v", "ti2v", "predict")
+Components = dict[str, nn.Module]
+Placement = Callable[[str], tuple[torch.device, torch.dtype | None]]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Generation settings of the official release (cite the source in the plugin's docs)."""
+
+    size: tuple[int, int]  # (width, height)
+    frames: int
+    fps: int
+    steps: int
+    sampler: str
+    schedule: str
+    guidance: float | Mapping[str, float]
+    negative: str = ""
+    schedule_options: Mapping[str, Any] = field(default_factory=dict)
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    guidance_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The (width, height) pairs a backend accepts: an explicit list, or any multiple within bounds."""
+
+    allowed: tuple[tuple[int, int], ...] = ()
+    multiple: int = 16
+    min_side: int = 16
+    max_side: int = 4096
+    max_area: int | None = None
+
+    def check(self, width: int, height: int) -> None:
+        if self.allowed:
+            if (width, height) not in self.allowed:
+                raise InvalidRequestError(f"size {width}x{height} is not supported; use one of: {self.describe()}")
+            return
+        bad = (
+            width % self.multiple or height % self.multiple
+            or min(width, height) < self.min_side or max(width, height) > self.max_side
+            or (self.max_area is not None and width * height > self.max_area)
+        )
+        if bad:
+            raise InvalidRequestError(f"size {width}x{height} is not supported; use {self.describe()}")
+
+    def describe(self) -> str:
+        if self.allowed:
+            return ", ".join(f"{w}x{h}" for w, h in self.allowed)
+        text = f"width and height multiples of {self.multiple} between {self.min_side} and {self.max_side}"
+        return text + (f" with at most {self.max_area} pixels" if self.max_area else "")
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Frame counts of the form ``step * n + offset`` (e.g. 4n+1 for a 4x temporal VAE) within bounds."""
+
+    step: int = 4
+    offset: int = 1
+    min: int = 1
+    max: int | None = None
+
+    def check(self, frames: int) -> None:
+        ok = frames >= self.min and (frames - self.offset) % self.step == 0
+        ok = ok and (self.max is None or frames <= self.max)
+        if not ok:
+            raise InvalidRequestError(f"frame count {frames} is not supported; use {self.describe()}")
+
+    def describe(self) -> str:
+        form = f"{self.step}n+{self.offset}" if self.step > 1 else "any count"
+        upper = f" up to {self.max}" if self.max else ""
+        return f"{form} frames, at least {self.min}{upper}"
+
+    def nearest(self, frames: int) -> int:
+        n = max(0, math.floor((frames - self.offset) / self.step + 0.5))
+        return max(self.min, n * self.step + self.offset)
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Where a backend's weights live: the hub repository and each component's files.
+
+    ``files`` maps a component to glob patterns relative to the checkpoint
+    folder (sharded safetensors indexes allowed); ``extra`` lists other files
+    the backend needs (tokenizers, configs). ``allow_patterns`` is exactly what
+    `vidcore download` fetches.
+    """
+
+    repo_id: str | None
+    files: Mapping[str, tuple[str, ...]]
+    extra: tuple[str, ...] = ()
+    revision: str | None = None
+
+    @property
+    def allow_patterns(self) -> list[str]:
+        pats = [p for patterns in self.files.values() for p in patterns] + list(self.extra)
+        return list(dict.fromkeys(pats))
+
+
+@dataclass
+class Conditions:
+    """Keyword arguments for the denoiser: conditional, unconditional (for CFG) and shared extras."""
+
+    cond: dict[str, Any]
+    uncond: dict[str, Any] | None = None
+
+
+@dataclass
+class Expert:
+    """One denoiser of a (possibly single-expert) model.
+
+    ``network(x, timestep, **cond)`` returns the raw prediction of kind
+    ``prediction`` ("eps", "v", "x0" or "flow"); the expert runs for noise
+    levels ``sigma >= boundary`` (experts are listed from high noise to low;
+    the last one's boundary is 0).
+    """
+
+    name: str
+    component: str
+    network: Callable[..., torch.Tensor]
+    prediction: str
+    boundary: float = 0.0
+
+
+@dataclass
+class Inputs:
+    """Media loaded for a request before any heavy work: uint8 tensors, channels last."""
+
+    image: torch.Tensor | None = None  # (H, W, 3)
+    video: torch.Tensor | None = None  # (T, H, W, 3)
+
+
+class Backend:
+    """Base class of a model family; instances (one per variant) are registered by plugins.
+
+    Subclasses set the class attributes (or pass them to ``__init__``) and
+    implement ``build``, ``encode``, ``latent_shape``, ``experts`` and ``decode``.
+    """
+
+    name: str = ""
+    description: str = ""
+    tasks: tuple[str, ...] = ("t2v",)
+    defaults: Defaults
+    sizes: Sizes = Sizes()
+    frames: Frames = Frames()
+    layout: CheckpointLayout | None = None
+    components: tuple[str, ...] = ("text_encoder", "denoiser", "vae")
+    default_dtype: torch.dtype = torch.float32
+
+    # -- building and loading ---------------------------------------------------------------
+    def build(self, device: torch.device | str = "meta", dtype: torch.dtype | None = None) -> Components:
+        """Construct every component with its architecture (random or empty weights) on ``device``."""
+        raise NotImplementedError
+
+    def key_map(self, component: str, names: list[str]) -> dict[str, str]:
+        """Map checkpoint tensor names to module names (identity for the official layout)."""
+        return {n: n for n in names}
+
+    def load(self, ckpt_dir: Path | None, placement: Placement) -> Components:
+        """Build on ``meta`` and materialise each component from its files into its target device/dtype."""
+        from .checkpoints import load_component
+
+        if ckpt_dir is None:
+            raise InvalidRequestError(f"backend {self.name!r} needs --ckpt DIR (see `vidcore download {self.name}`)")
+        modules = self.build("meta")
+        for comp, module in modules.items():
+            device, dtype = placement(comp)
+            load_component(self, comp, module, Path(ckpt_dir), device=device, dtype=dtype)
+        return modules
+
+    def checkpoint_files(self, ckpt_dir: Path, component: str) -> list[Path]:
+        """The weight files of ``component`` found in ``ckpt_dir`` (resolving shard indexes)."""
+        from .checkpoints import component_files
+
+        return component_files(self, ckpt_dir, component)
+
+    # -- the generic loop's questions -------------------------------------------------------
+    def validate(self, request: Any, inputs: Inputs) -> None:
+        """Backend-specific checks beyond sizes and frames (raise `InvalidRequestError`)."""
+
+    def resolve_size(self, request: Any, inputs: Inputs) -> tuple[int, int] | None:
+        """Override the size from the inputs (e.g. I2V follows the image's aspect ratio)."""
+        return None
+
+    def encode(self, components: Components, request: Any, inputs: Inputs, device: torch.device) -> Conditions:
+        """Text (and image/video) conditions as denoiser keyword arguments."""
+        raise NotImplementedError
+
+    def latent_shape(self, request: Any) -> tuple[int, ...]:
+        """Shape of the initial latent for one sample, e.g. (C, T', H', W')."""
+        raise NotImplementedError
+
+    def initial_noise(self, request: Any, device: torch.device) -> torch.Tensor:
+        """The seeded starting noise, batch of one; override to match an official implementation's draw."""
+        gen = torch.Generator("cpu").manual_seed(int(request.seed))
+        noise = torch.randn((1, *self.latent_shape(request)), generator=gen, dtype=torch.float32)
+        return noise.to(device)
+
+    def experts(self, components: Components, request: Any) -> list[Expert]:
+        """The denoiser(s) from high noise to low."""
+        raise NotImplementedError
+
+    def decode(self, components: Components, latents: torch.Tensor, request: Any) -> torch.Tensor:
+        """Latents to video frames: uint8 (B, T, H, W, 3)."""
+        raise NotImplementedError
+
+    def weight_sources(self) -> dict[str, Any]:
+        """For `vidcore backends --json`: where the weights come from."""
+        if self.layout is None:
+            return {"repo_id": None, "files": {}}
+        return {"repo_id": self.layout.repo_id, "files": {k: list(v) for k, v in self.layout.files.items()}}
+
+    def describe(self) -> dict[str, Any]:
+        d = self.defaults
+        return {
+            "name": self.name,
+            "description": self.description,
+            "tasks": list(self.tasks),
+            "defaults": {
+                "size": f"{d.size[0]}x{d.size[1]}", "frames": d.frames, "fps": d.fps, "steps": d.steps,
+                "sampler": d.sampler, "schedule": d.schedule, "schedule_options": dict(d.schedule_options),
+                "guidance": d.guidance if isinstance(d.guidance, (int, float)) else dict(d.guidance),
+                "negative": d.negative, "guidance_options": dict(d.guidance_options),
+            },
+            "sizes": self.sizes.describe(),
+            "frames": self.frames.describe(),
+            "components": list(self.components),
+            "weights": self.weight_sources(),
+        }

@@ -1,0 +1,66 @@
+"""The MemoryPolicy interface the generic pipeline talks to, and the resident policy.
+
+The pipeline asks a policy three things: where to materialise each component
+when loading (``placement``), how to make a component usable for a while
+(``use``, a context manager), and where a component's inputs should go
+(``input_device``). Policies compose by wrapping (see `vidcore.memory.presets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class MemoryPolicy:
+    """Everything on ``device`` in ``dtype`` (the resident policy); subclasses move weights around."""
+
+    name = "resident"
+    #: run conditional and unconditional passes as one batch (False halves activation memory)
+    batched_guidance: bool = True
+    #: VAE switches the plugins' VAEs honour
+    vae_tiling: bool = False
+    vae_chunking: bool = True
+
+    def __init__(self, dtype: torch.dtype | None = None):
+        self.dtype = dtype
+        self.device = torch.device("cpu")
+        self.components: dict[str, nn.Module] = {}
+
+    def weight_dtype(self, component: str, default: torch.dtype | None) -> torch.dtype | None:
+        return self.dtype or default
+
+    def load_device(self, component: str, device: torch.device) -> torch.device:
+        """Where to materialise ``component``'s weights when loading (straight to its home)."""
+        return device
+
+    def placement(self, device: torch.device, default_dtype: torch.dtype | None):
+        """A `vidcore.backend.Placement` for `Backend.load`."""
+        self.device = torch.device(device)
+        return lambda comp: (self.load_device(comp, self.device), self.weight_dtype(comp, default_dtype))
+
+    def setup(self, components: Mapping[str, nn.Module], device: torch.device) -> None:
+        """Put loaded components where this policy keeps them between uses."""
+        self.device = torch.device(device)
+        self.components = dict(components)
+        for module in self.components.values():
+            module.to(self.device)
+
+    def input_device(self, component: str) -> torch.device:
+        return self.device
+
+    @contextmanager
+    def use(self, component: str) -> Iterator[nn.Module]:
+        """The component, ready to run on its device, for the duration of the block."""
+        yield self.components[component]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dtype": str(self.dtype).replace("torch.", "") if self.dtype else None,
+                "batched_guidance": self.batched_guidance, "vae_tiling": self.vae_tiling}
+
+
+class Resident(MemoryPolicy):
+    """Every component on the accelerator for the whole run."""
