@@ -1,0 +1,303 @@
+"""`vidcore` command line: backends, generate, download, inspect, verify, doctor (+ plugin commands).
+
+Every user error ends in one line on stderr and exit status 2, raised before
+any weights load; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import Cancelled, VidcoreError
+
+DEFAULT_BACKEND = "latte-shapes"
+DEFAULT_BACKEND_HINT = (
+    "the embedded default model comes with the vidcore-latte plugin; install it with "
+    "pip install 'vidcore[latte]' (or pip install ./plugins/vidcore_latte from a checkout), or pass --backend NAME"
+)
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# -- backends ---------------------------------------------------------------------------------
+def cmd_backends(args: argparse.Namespace) -> int:
+    from .plugins import backend_plugin, backends, plugin_status
+
+    table = backends()
+    broken = [p for p in plugin_status() if not p.ok]
+    if args.json:
+        data = {
+            "backends": [dict(b.describe(), plugin=backend_plugin(n)) for n, b in table.items()],
+            "plugins": [{"name": p.name, "version": p.version, "ok": p.ok, "error": p.error} for p in plugin_status()],
+        }
+        _out(json.dumps(data, indent=2))
+    else:
+        if not table:
+            _out("no backends installed; " + DEFAULT_BACKEND_HINT)
+        for name, b in table.items():
+            d = b.defaults
+            _out(f"{name:<22} {','.join(b.tasks):<12} {d.size[0]}x{d.size[1]} {d.frames}f {d.steps} steps "
+                 f"{d.sampler}  [{backend_plugin(name)}] {b.description}")
+    for p in broken:
+        print(f"warning: {p.error}", file=sys.stderr)
+    return 0
+
+
+# -- generate ---------------------------------------------------------------------------------
+def _slug(text: str, limit: int = 40) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:limit].strip("-") or "video"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .fileio import check_output_path
+    from .memory import get_policy
+    from .pipeline import load
+    from .plugins import backends, get_backend
+    from .records import read_record
+    from .request import Request, load_inputs, parse_dtype, resolve
+
+    memory, dtype = args.memory, args.dtype
+    if args.from_record:
+        record = read_record(args.from_record)
+        req = Request.from_dict(record["request"])
+        backend = get_backend(req.backend)
+        memory = memory or (record.get("memory") or {}).get("preset") or "resident"
+        dtype = dtype or record.get("dtype")
+        ckpt = args.ckpt or ((record.get("checkpoint") or {}).get("dir"))
+        out = Path(args.out or Path(args.from_record).with_name(Path(args.from_record).stem + "-replay.mp4"))
+    else:
+        if args.prompt is None:
+            raise VidcoreError("generate needs a PROMPT (or --from-record RUN.json)")
+        name = args.backend or DEFAULT_BACKEND
+        if args.backend is None and name not in backends():
+            raise VidcoreError(DEFAULT_BACKEND_HINT)
+        backend = get_backend(name)
+        req = resolve(backend, args.prompt, image=args.image, video=args.video, size=args.size,
+                      frames=args.frames, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                      negative=args.negative, seed=args.seed)
+        ckpt = args.ckpt
+        out = Path(args.out or f"{_slug(args.prompt)}-{req.seed}.mp4")
+        memory = memory or "resident"
+    # everything cheap is checked before any weights load
+    check_output_path(out, suffix=".mp4", overwrite=args.overwrite)
+    get_policy(memory, parse_dtype(dtype))
+    inputs = load_inputs(backend, req)
+    pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=args.device)
+    video = pipe.run(req, inputs, progress=False if args.quiet else None)
+    path = video.save(out, overwrite=args.overwrite)
+    _out(str(path))
+    return 0
+
+
+# -- download / inspect / verify --------------------------------------------------------------
+def cmd_download(args: argparse.Namespace) -> int:
+    from .hub import download
+    from .plugins import get_backend
+
+    path = download(get_backend(args.backend), Path(args.dir) if args.dir else None)
+    _out(str(path))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .manifest import manifest
+    from .plugins import get_backend
+
+    data = manifest(get_backend(args.backend))
+    if args.json:
+        _out(json.dumps(data, indent=2))
+        return 0
+    for comp, tensors in data.items():
+        total = 0
+        for name, info in tensors.items():
+            n = 1
+            for s in info["shape"]:
+                n *= s
+            total += n
+            _out(f"{comp}\t{name}\t{tuple(info['shape'])}\t{info['dtype']}")
+        _out(f"# {comp}: {len(tensors)} tensors, {total:,} parameters")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .manifest import verify
+    from .plugins import get_backend
+
+    report = verify(get_backend(args.backend), Path(args.dir))
+    if args.json:
+        _out(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            _out(line)
+    return 0 if report.ok else 1
+
+
+# -- doctor -----------------------------------------------------------------------------------
+def doctor_report() -> dict[str, Any]:
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    from . import __version__
+    from .attention import attention_backends
+    from .memory import preset_names
+    from .plugins import plugin_status, sampler_names
+
+    def version_of(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            p = torch.cuda.get_device_properties(i)
+            free, total = torch.cuda.mem_get_info(i)
+            gpus.append({"index": i, "name": p.name, "capability": f"{p.major}.{p.minor}",
+                         "memory_gib": round(total / 2**30, 1), "free_gib": round(free / 2**30, 1)})
+    return {
+        "python": platform.python_version(),
+        "vidcore": __version__,
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "gpus": gpus,
+        "flash_attn": version_of("flash-attn") or version_of("flash_attn"),
+        "triton": version_of("triton"),
+        "attention_backends": attention_backends(),
+        "samplers": sampler_names(),
+        "memory_presets": preset_names(),
+        "plugins": [{"name": p.name, "version": p.version, "ok": p.ok, "error": p.error,
+                     "registered": p.registered} for p in plugin_status()],
+    }
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    rep = doctor_report()
+    if args.json:
+        _out(json.dumps(rep, indent=2))
+    else:
+        _out(f"python   {rep['python']}")
+        _out(f"vidcore  {rep['vidcore']}")
+        _out(f"torch    {rep['torch']} (CUDA {rep['cuda'] or 'none'}; available: {rep['cuda_available']})")
+        for g in rep["gpus"]:
+            _out(f"gpu{g['index']}     {g['name']} sm_{g['capability']} {g['memory_gib']} GiB "
+                 f"({g['free_gib']} GiB free)")
+        _out(f"flash-attn {rep['flash_attn'] or 'not installed'}; triton {rep['triton'] or 'not installed'}")
+        _out(f"attention {', '.join(rep['attention_backends'])}")
+        _out(f"samplers  {', '.join(rep['samplers'])}")
+        _out(f"memory    {', '.join(rep['memory_presets'])}")
+        for p in rep["plugins"]:
+            state = "ok" if p["ok"] else f"BROKEN: {p['error']}"
+            _out(f"plugin   {p['name']} {p['version'] or ''} {state}")
+    return 0 if all(p["ok"] for p in rep["plugins"]) else 1
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidcore", description="Run open video diffusion models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("backends", help="list installed backends")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("generate", help="generate a video")
+    p.add_argument("prompt", nargs="?", metavar="PROMPT")
+    p.add_argument("--backend", help=f"backend name (default: the embedded {DEFAULT_BACKEND})")
+    p.add_argument("--ckpt", metavar="DIR", help="checkpoint folder (default: the Hugging Face cache)")
+    p.add_argument("--image", metavar="PATH", help="input image for image-to-video")
+    p.add_argument("--video", metavar="PATH", help="past frames for prediction")
+    p.add_argument("--size", metavar="WxH")
+    p.add_argument("--frames", type=int, metavar="N")
+    p.add_argument("--steps", type=int, metavar="N")
+    p.add_argument("--sampler", metavar="NAME")
+    p.add_argument("--guidance", type=float, metavar="X")
+    p.add_argument("--negative", metavar="TEXT")
+    p.add_argument("--seed", type=int, metavar="N")
+    p.add_argument("--memory", metavar="PRESET", help="memory preset (see `vidcore doctor`)")
+    p.add_argument("--dtype", metavar="D", help="weight dtype: fp32, bf16 or fp16")
+    p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available)")
+    p.add_argument("--out", metavar="PATH.mp4")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--from-record", metavar="RUN.json", help="reproduce the run a record describes")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("download", help="fetch a backend's checkpoint files")
+    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("--dir", metavar="DIR", help="target folder (default: the Hugging Face cache)")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("inspect", help="every tensor of every component at full size (meta device)")
+    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="check a checkpoint folder against the backend, without loading")
+    p.add_argument("backend", metavar="BACKEND")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("doctor", help="report the environment, accelerators and plugins")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    _add_plugin_commands(sub)
+    return parser
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    from .plugins import commands
+
+    for name, entry in sorted(commands().items()):
+        if name in sub.choices:
+            logging.getLogger(__name__).warning("plugin %r tried to replace command %r; ignored", entry.plugin, name)
+            continue
+        configure, run = entry.obj
+        p = sub.add_parser(name, help=entry.extra.get("help", f"(from plugin {entry.plugin})"))
+        try:
+            configure(p)
+        except Exception as exc:
+            logging.getLogger(__name__).warning("plugin %r command %r: %s", entry.plugin, name, exc)
+            continue
+        p.set_defaults(func=lambda a, _run=run: _run(a))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.INFO)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except VidcoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Cancelled:
+        print("cancelled; nothing was written", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Video and image files through PyAV, frames as uint8 (T, H, W, 3) tensors.
+
+mp4 output is H.264 in yuv420p (what every player accepts), which needs even
+width and height. Writes are atomic (`vidcore.fileio`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+from .errors import InvalidRequestError
+from .fileio import atomic_path, check_output_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def _as_uint8_frames(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    arr = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3); got {arr.dtype} {tuple(arr.shape)}")
+    return np.ascontiguousarray(arr)
+
+
+def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *, crf: int = 18,
+                overwrite: bool = False) -> Path:
+    """Encode frames as H.264 mp4 (yuv420p) atomically; ``crf`` 0 is lossless, 18 visually lossless."""
+    arr = _as_uint8_frames(frames)
+    _, h, w, _ = arr.shape
+    if h % 2 or w % 2:
+        raise InvalidRequestError(f"H.264 needs even width and height; got {w}x{h}")
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": str(int(crf))}
+            for frame in arr:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return Path(path)
+
+
+def read_video(path: str | Path, *, max_frames: int | None = None) -> tuple[torch.Tensor, float]:
+    """Decode a video file into uint8 (T, H, W, 3) and its frame rate."""
+    p = _readable(path, "video")
+    try:
+        with av.open(str(p)) as container:
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
+            frames = []
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise InvalidRequestError(f"cannot read video {str(p)!r}: {exc}; give an mp4/webm/avi clip") from None
+    if not frames:
+        raise InvalidRequestError(f"video {str(p)!r} has no frames")
+    return torch.from_numpy(np.stack(frames)), fps
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Decode a png/jpg/webp image into uint8 (H, W, 3)."""
+    p = _readable(path, "image")
+    try:
+        with av.open(str(p)) as container:
+            frame = next(container.decode(video=0))
+            return torch.from_numpy(frame.to_ndarray(format="rgb24"))
+    except (av.error.FFmpegError, StopIteration, IndexError) as exc:
+        raise InvalidRequestError(f"cannot read image {str(p)!r}: {exc}; give a png or jpg file") from None
+
+
+def write_image(path: str | Path, image: torch.Tensor | np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write a uint8 (H, W, 3) image as png (lossless) atomically."""
+    arr = _as_uint8_frames(np.asarray(image)[None] if not isinstance(image, torch.Tensor) else image[None])[0]
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        with av.open(str(tmp), mode="w", format="image2") as container:
+            stream = container.add_stream("png")
+            stream.width, stream.height, stream.pix_fmt = arr.shape[1], arr.shape[0], "rgb24"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return Path(path)
+
+
+def _readable(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidRequestError(f"{what} {str(p)!r} does not exist or is not a file")
+    try:
+        with open(p, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise InvalidRequestError(f"{what} {str(p)!r} is not readable: {exc.strerror}") from None
+    return p
+
+
+def to_uint8(x: torch.Tensor, *, rounding: str = "round") -> torch.Tensor:
+    """Map [-1, 1] floats to uint8; ``rounding="floor"`` truncates as ``(x * 255).to(uint8)`` does."""
+    y = (x.float().clamp(-1, 1) + 1) * 127.5
+    y = y.round() if rounding == "round" else y.floor()
+    return y.to(torch.uint8)
+
+
+@dataclass
+class Video:
+    """A generated video: uint8 frames (T, H, W, 3), its frame rate and the run record that made it."""
+
+    frames: torch.Tensor
+    fps: float
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+    def save(self, path: str | Path, *, overwrite: bool = False, crf: int = 18, record: bool = True) -> Path:
+        """Write the mp4 and, beside it, the run record (``<name>.json``) needed to reproduce it."""
+        out = check_output_path(path, suffix=".mp4", overwrite=overwrite)
+        rec_path = record_path(out)
+        if record and self.record is not None and rec_path.exists() and not overwrite:
+            raise InvalidRequestError(f"{str(rec_path)!r} already exists; pass --overwrite or choose another --out")
+        write_video(out, self.frames, self.fps, crf=crf, overwrite=overwrite)
+        if record and self.record is not None:
+            data = dict(self.record, output=out.name, complete=True)
+            write_json_atomic(rec_path, data, overwrite=overwrite)
+        log.info("wrote %s (%d frames, %sx%s, %.3g fps)", out, *self.frames.shape[:3], self.fps)
+        return out
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+
+def record_path(video_path: str | Path) -> Path:
+    p = Path(video_path)
+    return p.with_suffix(".json")
