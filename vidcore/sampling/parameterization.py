@@ -1,0 +1,110 @@
+"""Parameterisations: turn a network's raw output into the denoised estimate samplers need.
+
+A network is ``network(x_in, timestep, **cond)`` with ``timestep`` a ``(B,)``
+tensor; it predicts one of:
+
+- ``"eps"``: the noise; ``x0 = (x - sigma_t * eps) / alpha``;
+- ``"v"``: ``v = a * eps - s * x0`` in the VP process (Salimans & Ho, 2022);
+- ``"x0"``: the clean sample itself;
+- ``"flow"``: the flow velocity ``eps - x0``; ``x0 = x - sigma * v``.
+
+`Experts` picks one of several denoisers by noise level (Wan2.2 A14B).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import InvalidRequestError
+from .schedules import Schedule
+
+PREDICTIONS = ("eps", "v", "x0", "flow")
+Model = Callable[..., torch.Tensor]
+
+
+def wrap_network(network: Callable[..., torch.Tensor], prediction: str, schedule: Schedule) -> Model:
+    """``model(x, sigma, **cond) -> x0`` for a network of the given prediction type on this schedule."""
+    if prediction not in PREDICTIONS:
+        raise InvalidRequestError(f"unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
+    if prediction == "flow" and schedule.kind != "flow":
+        raise InvalidRequestError(f"a flow-velocity network needs a flow schedule, not a {schedule.kind!r} one")
+    if prediction == "v" and schedule.kind == "flow":
+        raise InvalidRequestError("a v-prediction network needs a ve/vp schedule, not a flow one")
+    kind = schedule.kind
+
+    def model(x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        s = float(sigma)
+        t = schedule.timestep(s).to(x.device).expand(x.shape[0])
+        if kind == "vp":
+            a = 1.0 / math.sqrt(1.0 + s * s)  # normalised state -> the network's z = a * x
+            out = network(x * a, t, **cond)
+            if prediction == "eps":
+                return x - s * out
+            if prediction == "v":
+                # x0 = a * z - s_vp * v with z = a * x and s_vp = s * a
+                return (a * a) * x - (s * a) * out
+            return out
+        if kind == "ve":
+            out = network(x, t, **cond)
+            if prediction == "eps":
+                return x - s * out
+            if prediction == "v":
+                a = 1.0 / math.sqrt(1.0 + s * s)
+                return (a * a) * x - (s * a) * out
+            return out
+        out = network(x, t, **cond)
+        if prediction == "flow":
+            return x - s * out
+        if prediction == "eps":
+            return (x - s * out) / (1.0 - s)
+        return out
+
+    model.schedule = schedule  # type: ignore[attr-defined]
+    return model
+
+
+class Experts:
+    """Several denoisers, each for a range of noise levels, behind one ``model(x, sigma, **cond)``.
+
+    ``experts`` is a list of ``(name, model, boundary)`` from high noise to low;
+    the first whose ``boundary <= sigma`` runs (Wan2.2 A14B: the high-noise
+    expert while ``t >= boundary * 1000``, i.e. ``sigma >= boundary``).
+    ``on_switch(name)`` is called when the active expert changes, so a memory
+    policy can move weights exactly then.
+    """
+
+    def __init__(
+        self,
+        experts: Sequence[tuple[str, Model, float]],
+        on_switch: Callable[[str], None] | None = None,
+    ) -> None:
+        if not experts:
+            raise InvalidRequestError("Experts needs at least one (name, model, boundary)")
+        bounds = [float(b) for _, _, b in experts]
+        if bounds != sorted(bounds, reverse=True):
+            raise InvalidRequestError(f"experts must be listed from high noise to low; boundaries were {bounds}")
+        self.experts = [(n, m, float(b)) for n, m, b in experts]
+        self.on_switch = on_switch
+        self.active: str | None = None
+
+    def _pick(self, sigma: float) -> tuple[str, Model]:
+        for name, model, boundary in self.experts:
+            if sigma >= boundary:
+                return name, model
+        name, model, _ = self.experts[-1]
+        return name, model
+
+    def expert_for(self, sigma: torch.Tensor | float) -> str:
+        return self._pick(float(sigma))[0]
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        name, model = self._pick(float(sigma))
+        if name != self.active:
+            self.active = name
+            if self.on_switch is not None:
+                self.on_switch(name)
+        return model(x, sigma, **cond)
