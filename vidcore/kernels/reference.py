@@ -38,9 +38,24 @@ def norm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, *, 
     return out.to(out_dtype) if out_dtype is not None else out
 
 
-def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-    """``x + gate * y`` (``x + y`` without a gate), in the promoted dtype, returned in x.dtype."""
-    return (x + (y * gate if gate is not None else y)).to(x.dtype)
+def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None = None, *,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x + gate * y`` (``x + y`` without a gate), in the promoted dtype, returned in x.dtype.
+
+    ``out`` (x itself, say) receives the result, saving an allocation of the residual stream.
+    """
+    result = (x + (y * gate if gate is not None else y)).to(x.dtype)
+    return out.copy_(result) if out is not None else result
+
+
+def qk_rms_norm(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor | None = None,
+                k_weight: torch.Tensor | None = None, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rms_norm` of q and of k over their last dim, each with its own weight.
+
+    Wan2.2 passes (B, L, heads*head_dim) rows before splitting heads,
+    HunyuanVideo (B, L, heads, head_dim) rows; both match this.
+    """
+    return rms_norm(q, q_weight, eps), rms_norm(k, k_weight, eps)
 
 
 def rope_freqs_3d(dims: tuple[int, int, int], grid: tuple[int, int, int], theta: float = 10000.0,
