@@ -213,7 +213,7 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
     checkpoint: dict[str, Any] | None = None
     if b.layout is not None:
         from .checkpoints import fingerprint
-        from .checkpoints import verify as verify_dir
+        from .manifest import verify as verify_dir
         from .hub import resolve_checkpoint
 
         ckpt_dir = resolve_checkpoint(b, ckpt)

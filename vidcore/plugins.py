@@ -136,10 +136,11 @@ def _check_hook_names(pm: pluggy.PluginManager, status: dict[str, PluginStatus])
     for name, plugin in list(pm.list_name_plugin()):
         for attr in dir(plugin):
             opts = pm.parse_hookimpl_opts(plugin, attr)
-            if opts is not None and not hasattr(hookspecs, attr):
+            hook = (opts or {}).get("specname") or attr
+            if opts is not None and not hasattr(hookspecs, hook):
                 st = status.setdefault(name, PluginStatus(name, repr(plugin)))
                 st.error = (
-                    f"plugin {name!r} implements unknown hook {attr!r}; "
+                    f"plugin {name!r} implements unknown hook {hook!r}; "
                     f"known hooks: register_backends, register_samplers, register_attention, register_commands"
                 )
                 log.warning(st.error)

@@ -1,0 +1,1 @@
+"""A minimal vidcore plugin: a tiny backend that draws a drifting colour gradient."""
