@@ -262,18 +262,25 @@ def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000) -> 
     return Schedule(sigmas, "flow", t, to_timestep=lambda s: s * n_train)
 
 
-def wan_flow(steps: int, *, shift: float = 5.0, num_train_timesteps: int = 1000) -> Schedule:
-    """The official Wan2.2 flow grid (``FlowUniPCMultistepScheduler.set_timesteps``).
+def wan_flow(steps: int, *, shift: float = 5.0, num_train_timesteps: int = 1000, solver: str = "unipc") -> Schedule:
+    """The official Wan2.2 flow grids (``wan/utils/fm_solvers*.py``, ``wan/text2video.py``).
 
-    Unlike diffusers' port it linspaces from ``sigma_max = 1 - 1/N`` (0.999)
-    down to 0 over ``n + 1`` points, drops the last, shifts, appends 0, and
-    stores sigmas as float32; timesteps are ``sigma * N`` cast to int64.
+    ``solver="unipc"`` (Wan's default, ``FlowUniPCMultistepScheduler.set_timesteps``):
+    unlike diffusers' port it linspaces from ``sigma_max = 1 - 1/N`` (0.999) down
+    to 0 over ``n + 1`` points and drops the last. ``solver="dpm++"``
+    (``get_sampling_sigmas``): linspace from exactly 1. Both then shift (float64),
+    take timesteps ``sigma * N`` cast to int64 (truncation), append 0 and store
+    the sigmas as float32.
     """
     n_train = num_train_timesteps
-    alphas = np.linspace(1, 1 / n_train, n_train)[::-1].copy()
-    train = torch.from_numpy(1.0 - alphas).to(torch.float32)
-    s_max, s_min = train[0].item(), train[-1].item()
-    sig = np.linspace(s_max, s_min, steps + 1).copy()[:-1]
+    if solver == "unipc":
+        alphas = np.linspace(1, 1 / n_train, n_train)[::-1].copy()
+        train = torch.from_numpy(1.0 - alphas).to(torch.float32)
+        sig = np.linspace(train[0].item(), train[-1].item(), steps + 1).copy()[:-1]
+    elif solver == "dpm++":
+        sig = np.linspace(1, 0, steps + 1)[:steps]
+    else:
+        raise InvalidRequestError(f"wan_flow solver must be 'unipc' or 'dpm++', not {solver!r}")
     sig = shift * sig / (1 + (shift - 1) * sig)
     timesteps = torch.from_numpy(sig * n_train).to(torch.int64)
     sig32 = np.concatenate([sig, [0.0]]).astype(np.float32)
