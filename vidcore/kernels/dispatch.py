@@ -62,19 +62,20 @@ def triton_importable() -> str | None:
 
 
 def why_not_triton(tensors: list[torch.Tensor], *, forced: bool) -> str | None:
-    """None when the Triton path can run these tensors, else a short reason."""
-    reason = triton_importable()
-    if reason:
-        return reason
+    """None when the Triton path can run these tensors, else a short reason (cheap checks first)."""
     if any(t.requires_grad for t in tensors) and torch.is_grad_enabled():
         return "the inputs require grad and the kernels have no backward (use torch.no_grad())"
     devices = {t.device.type for t in tensors}
-    if devices == {"cuda"} and torch.cuda.is_available():
-        return None
-    if forced and interpreting() and devices == {"cpu"}:
-        return None
-    where = ", ".join(sorted(devices))
-    return f"the tensors are on {where}, and the kernels need CUDA (or TRITON_INTERPRET=1 for CPU)"
+    on_cuda = devices == {"cuda"} and torch.cuda.is_available()
+    if not on_cuda and not (forced and interpreting() and devices == {"cpu"}):
+        where = ", ".join(sorted(devices))
+        return f"the tensors are on {where}, and the kernels need CUDA (or TRITON_INTERPRET=1 for CPU)"
+    return triton_importable()
+
+
+def launcher(kernel: str, op: str) -> Callable[..., Any]:
+    """The Triton launcher ``vidcore.kernels.triton_<kernel>.<op>`` (imported on first use)."""
+    return getattr(importlib.import_module(f"vidcore.kernels.triton_{kernel}"), op)
 
 
 def dispatch(kernel: str, op: str, reference: Callable[..., Any], tensors: list[torch.Tensor | None],
@@ -87,9 +88,8 @@ def dispatch(kernel: str, op: str, reference: Callable[..., Any], tensors: list[
     forced = m == "triton"
     reason = why_not_triton(present, forced=forced)
     if reason is None:
-        launcher = getattr(importlib.import_module(f"vidcore.kernels.triton_{kernel}"), op)
         try:
-            return launcher(*args, **kwargs)
+            return launcher(kernel, op)(*args, **kwargs)
         except Unsupported as exc:
             reason = str(exc)
     if forced:
