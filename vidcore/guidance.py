@@ -6,10 +6,14 @@ that mixes the conditional and unconditional denoised estimates:
 - classifier-free guidance ``uncond + s * (cond - uncond)`` (negative prompts are
   just another ``uncond``); the unconditional pass is skipped when there is no
   ``uncond``, when the scale is 1 or when sigma is outside ``interval``;
+- the mixing happens in the network's own output space (eps, v or flow
+  velocity) when the model offers it (`wrap_network` models and `Experts` of
+  them do: ``raw`` + ``to_x0``), as the official pipelines mix; otherwise on x0.
+  CFG is affine, so only round-off differs, but that is what keeps a backend's
+  latents bit-identical to the official code;
 - ``rescale`` (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
-  Steps are Flawed", sec. 3.4) matches the guided prediction's per-sample std to
-  the conditional one's; it acts on the noise estimate ``eps = (x - a x0) / s``
-  (CFG itself is linear, so the space only matters for the rescale);
+  Steps are Flawed", sec. 3.4) matches the guided output's per-sample std to
+  the conditional one's, in that same space (diffusers' ``rescale_noise_cfg``);
 - ``per_step`` scales (indexed by the step whose sigma the call is at), and a
   Mapping scale keyed by expert name (``model.expert_for(sigma)``, Wan2.2 A14B);
 - ``embedded`` (distilled) guidance, passed to the model as a ``(B,)`` float32
@@ -85,19 +89,21 @@ class Guidance:
             g = torch.full((x.shape[0],), float(self.embedded), dtype=torch.float32, device=x.device)
             return {**c, self.embedded_key: g}
 
+        use_raw = bool(getattr(model, "has_raw", hasattr(model, "raw") and hasattr(model, "to_x0")))
+        call = model.raw if use_raw else model
+
         def guided(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-            s = float(sigma)
-            scale = self.scale_at(model, s, schedule)
+            scale = self.scale_at(model, float(sigma), schedule)
             if uncond is None or scale == 1.0:
                 return model(x, sigma, **with_embedded(x, cond))
-            pair = _batched_pair(model, x, sigma, cond, uncond, with_embedded) if self.batched else None
+            pair = _batched_pair(call, x, sigma, cond, uncond, with_embedded) if self.batched else None
             if pair is None:
-                pair = (model(x, sigma, **with_embedded(x, cond)), model(x, sigma, **with_embedded(x, uncond)))
-            d_cond, d_uncond = pair
-            out = d_uncond + scale * (d_cond - d_uncond)
+                pair = (call(x, sigma, **with_embedded(x, cond)), call(x, sigma, **with_embedded(x, uncond)))
+            out_cond, out_uncond = pair
+            out = out_uncond + scale * (out_cond - out_uncond)
             if self.rescale > 0:
-                out = _rescale(x, out, d_cond, s, schedule, self.rescale)
-            return out
+                out = _rescale(out, out_cond, self.rescale)
+            return model.to_x0(x, sigma, out) if use_raw else out
 
         if hasattr(model, "expert_for"):
             guided.expert_for = model.expert_for  # type: ignore[attr-defined]
@@ -129,13 +135,8 @@ def _batched_pair(model, x, sigma, cond, uncond, with_embedded):
     return out.chunk(2, dim=0) if out.shape[0] == 2 * x.shape[0] else None
 
 
-def _rescale(x, out, d_cond, sigma, schedule, phi):
-    """Match the guided noise estimate's per-sample std to the conditional one's, blend by ``phi``."""
-    a, s = schedule.alpha_sigma(sigma)
-    if s == 0:
-        return out
-    eps_cfg, eps_cond = (x - a * out) / s, (x - a * d_cond) / s
-    dims = list(range(1, x.dim()))
-    ratio = eps_cond.std(dim=dims, keepdim=True) / eps_cfg.std(dim=dims, keepdim=True)
-    eps = phi * (eps_cfg * ratio) + (1 - phi) * eps_cfg
-    return (x - s * eps) / a
+def _rescale(out: torch.Tensor, out_cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """Match the guided output's per-sample std to the conditional output's, blended by ``phi``."""
+    dims = list(range(1, out.dim()))
+    rescaled = out * (out_cond.std(dim=dims, keepdim=True) / out.std(dim=dims, keepdim=True))
+    return phi * rescaled + (1 - phi) * out

@@ -26,45 +26,56 @@ PREDICTIONS = ("eps", "v", "x0", "flow")
 Model = Callable[..., torch.Tensor]
 
 
-def wrap_network(network: Callable[..., torch.Tensor], prediction: str, schedule: Schedule) -> Model:
-    """``model(x, sigma, **cond) -> x0`` for a network of the given prediction type on this schedule."""
-    if prediction not in PREDICTIONS:
-        raise InvalidRequestError(f"unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
-    if prediction == "flow" and schedule.kind != "flow":
-        raise InvalidRequestError(f"a flow-velocity network needs a flow schedule, not a {schedule.kind!r} one")
-    if prediction == "v" and schedule.kind == "flow":
-        raise InvalidRequestError("a v-prediction network needs a ve/vp schedule, not a flow one")
-    kind = schedule.kind
+class Denoiser:
+    """A network seen as ``model(x, sigma, **cond) -> x0``; made by `wrap_network`.
 
-    def model(x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+    Besides the x0 call it offers the two halves, ``raw`` (the network's own
+    output) and ``to_x0`` (the affine map from that output to x0), so
+    `vidcore.guidance` can mix conditional and unconditional outputs in the
+    network's output space, exactly as the official pipelines do (which keeps
+    their latents bit-reproducible).
+    """
+
+    def __init__(self, network: Callable[..., torch.Tensor], prediction: str, schedule: Schedule) -> None:
+        if prediction not in PREDICTIONS:
+            raise InvalidRequestError(
+                f"unknown prediction type {prediction!r}; choose one of: {', '.join(PREDICTIONS)}"
+            )
+        if prediction == "flow" and schedule.kind != "flow":
+            raise InvalidRequestError(f"a flow-velocity network needs a flow schedule, not a {schedule.kind!r} one")
+        if prediction == "v" and schedule.kind == "flow":
+            raise InvalidRequestError("a v-prediction network needs a ve/vp schedule, not a flow one")
+        self.network, self.prediction, self.schedule = network, prediction, schedule
+
+    def raw(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        """The network's output at the sampler state ``x`` (vp states are scaled back to ``z = a x``)."""
         s = float(sigma)
-        t = schedule.timestep(s).to(x.device).expand(x.shape[0])
-        if kind == "vp":
-            a = 1.0 / math.sqrt(1.0 + s * s)  # normalised state -> the network's z = a * x
-            out = network(x * a, t, **cond)
-            if prediction == "eps":
-                return x - s * out
-            if prediction == "v":
-                # x0 = a * z - s_vp * v with z = a * x and s_vp = s * a
-                return (a * a) * x - (s * a) * out
-            return out
-        if kind == "ve":
-            out = network(x, t, **cond)
-            if prediction == "eps":
-                return x - s * out
-            if prediction == "v":
-                a = 1.0 / math.sqrt(1.0 + s * s)
-                return (a * a) * x - (s * a) * out
-            return out
-        out = network(x, t, **cond)
-        if prediction == "flow":
-            return x - s * out
-        if prediction == "eps":
-            return (x - s * out) / (1.0 - s)
-        return out
+        t = self.schedule.timestep(s).to(x.device).expand(x.shape[0])
+        if self.schedule.kind == "vp":
+            x = x * (1.0 / math.sqrt(1.0 + s * s))
+        return self.network(x, t, **cond)
 
-    model.schedule = schedule  # type: ignore[attr-defined]
-    return model
+    def to_x0(self, x: torch.Tensor, sigma: torch.Tensor | float, out: torch.Tensor) -> torch.Tensor:
+        """The denoised estimate from a raw output (``x`` is the sampler state)."""
+        s, kind, pred = float(sigma), self.schedule.kind, self.prediction
+        if pred == "x0":
+            return out
+        if kind == "flow":
+            if pred == "flow":
+                return x - s * out  # velocity eps - x0
+            return (x - s * out) / (1.0 - s)
+        if pred == "eps":
+            return x - s * out  # normalised state: x = x0 + sigma * eps
+        a = 1.0 / math.sqrt(1.0 + s * s)  # v = a eps - s_vp x0 with z = a x, s_vp = s a
+        return (a * a) * x - (s * a) * out
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        return self.to_x0(x, sigma, self.raw(x, sigma, **cond))
+
+
+def wrap_network(network: Callable[..., torch.Tensor], prediction: str, schedule: Schedule) -> Denoiser:
+    """``model(x, sigma, **cond) -> x0`` for a network of the given prediction type on this schedule."""
+    return Denoiser(network, prediction, schedule)
 
 
 class Experts:
@@ -101,10 +112,24 @@ class Experts:
     def expert_for(self, sigma: torch.Tensor | float) -> str:
         return self._pick(float(sigma))[0]
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+    def _activate(self, sigma: torch.Tensor | float) -> Model:
         name, model = self._pick(float(sigma))
         if name != self.active:
             self.active = name
             if self.on_switch is not None:
                 self.on_switch(name)
-        return model(x, sigma, **cond)
+        return model
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        return self._activate(sigma)(x, sigma, **cond)
+
+    @property
+    def has_raw(self) -> bool:
+        """True when every expert exposes ``raw``/``to_x0`` (all made by `wrap_network`)."""
+        return all(hasattr(m, "raw") and hasattr(m, "to_x0") for _, m, _ in self.experts)
+
+    def raw(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        return self._activate(sigma).raw(x, sigma, **cond)
+
+    def to_x0(self, x: torch.Tensor, sigma: torch.Tensor | float, out: torch.Tensor) -> torch.Tensor:
+        return self._pick(float(sigma))[1].to_x0(x, sigma, out)

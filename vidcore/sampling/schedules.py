@@ -183,14 +183,29 @@ def ddpm(
     num_train_timesteps: int = 1000,
     spacing: str = "leading",
     steps_offset: int = 0,
+    round_timesteps: bool = True,
 ) -> Schedule:
-    """Discrete DDPM timesteps (kind vp): sigma = sqrt((1 - a_bar) / a_bar) at each spaced timestep, then 0."""
+    """Discrete DDPM timesteps (kind vp): sigma = sqrt((1 - a_bar) / a_bar) at each spaced timestep, then 0.
+
+    ``round_timesteps=False`` keeps "linspace" timesteps fractional and
+    interpolates sigma linearly between training steps, as diffusers'
+    Euler/Heun schedulers do (DDPM/DDIM round to integers).
+    """
     acp = alphas_cumprod(beta_schedule, num_train_timesteps, beta_start, beta_end)
     train_sigmas = ((1 - acp) / acp) ** 0.5
-    ts = spaced_timesteps(spacing, num_train_timesteps, steps, steps_offset)
-    sig = train_sigmas.double()[torch.from_numpy(ts)]
-    sigmas = torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
-    return Schedule(sigmas, "vp", torch.from_numpy(ts), to_timestep=_log_sigma_to_t(train_sigmas.numpy()))
+    to_t = _log_sigma_to_t(train_sigmas.numpy())
+    zero = torch.zeros(1, dtype=torch.float64)
+    if round_timesteps:
+        ts = spaced_timesteps(spacing, num_train_timesteps, steps, steps_offset)
+        sig = train_sigmas.double()[torch.from_numpy(ts)]
+        return Schedule(torch.cat([sig, zero]), "vp", torch.from_numpy(ts), to_timestep=to_t)
+    if spacing == "linspace":
+        ts_f = np.linspace(0, num_train_timesteps - 1, steps, dtype=float)[::-1].copy()
+    else:
+        ts_f = spaced_timesteps(spacing, num_train_timesteps, steps, steps_offset).astype(float)
+    sig_f = np.interp(ts_f, np.arange(num_train_timesteps), train_sigmas.numpy())
+    sigmas = torch.cat([torch.from_numpy(sig_f.astype(np.float32)).double(), zero])
+    return Schedule(sigmas, "vp", torch.from_numpy(ts_f.astype(np.float32)), to_timestep=to_t)
 
 
 def karras(
@@ -241,25 +256,57 @@ def shift_sigma(sigma: np.ndarray | float, shift: float):
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
-def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000) -> Schedule:
-    """Flow-matching grid as diffusers' FlowMatchEulerDiscreteScheduler builds it (float32 arithmetic).
+def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000, grid: str = "euler") -> Schedule:
+    """Shifted flow-matching grids as diffusers builds them, ending in 0.
 
-    Training sigmas ``1 .. 1/N``; the inference grid is linspace over the
-    *unshifted* ends in timestep units, divided by N, then shifted; ends in 0.
-    Timesteps are ``sigma * N`` (float).
+    ``grid="euler"`` (``FlowMatchEulerDiscreteScheduler``): shifted training
+    sigmas ``1 .. 1/N`` give the ends; ``n`` timesteps linspaced between them
+    are divided by N and shifted *again* (diffusers' arithmetic, float32 sigmas,
+    float timesteps ``sigma * N``). ``grid="dpm"`` / ``"unipc"``
+    (``DPMSolverMultistepScheduler`` / ``UniPCMultistepScheduler`` with
+    ``use_flow_sigmas``): ``1 - linspace(1, 1/N, n + 1)`` flipped, resp.
+    ``linspace(1, 1/N, n + 1)[:-1]`` nudged below 1, shifted once, with int64
+    timesteps. (Wan2.2's own grids are ``wan_flow``.)
     """
     n_train = num_train_timesteps
-    t_train = np.linspace(1, n_train, n_train, dtype=np.float32)[::-1].copy()
-    train = torch.from_numpy(t_train / n_train).to(torch.float32)
-    train = shift * train / (1 + (shift - 1) * train)
-    s_min, s_max = train[-1].item(), train[0].item()
-    # diffusers un-shifts nothing here: it linspaces timesteps between the shifted ends then shifts again.
-    ts = np.linspace(s_max * n_train, s_min * n_train, steps, dtype=np.float32)
-    sig = ts / n_train
-    sig = (shift * sig / (1 + (shift - 1) * sig)).astype(np.float32)
-    t = torch.from_numpy(sig * n_train).to(torch.float32)
-    sigmas = torch.from_numpy(np.concatenate([sig.astype(np.float64), [0.0]]))
-    return Schedule(sigmas, "flow", t, to_timestep=lambda s: s * n_train)
+    if grid == "euler":
+        t_train = torch.from_numpy(np.linspace(1, n_train, n_train, dtype=np.float32)[::-1].copy())
+        train = t_train / n_train
+        train = shift * train / (1 + (shift - 1) * train)
+        ts = np.linspace(train[0].item() * n_train, train[-1].item() * n_train, steps)
+        sig = ts / n_train
+        sig32 = torch.from_numpy(shift * sig / (1 + (shift - 1) * sig)).to(torch.float32)
+        timesteps = sig32 * n_train
+        return _flow_schedule(sig32, timesteps, lambda s: s * n_train)
+    if grid == "dpm":
+        sig = 1.0 - np.linspace(1, 1 / n_train, steps + 1)
+        sig = np.flip(shift * sig / (1 + (shift - 1) * sig))[:-1].copy()
+    elif grid == "unipc":
+        sig = np.linspace(1, 1 / n_train, steps + 1)[:-1]
+        sig = shift * sig / (1 + (shift - 1) * sig)
+        if abs(sig[0] - 1) < 1e-6:
+            sig[0] -= 1e-6  # diffusers keeps log(alpha) finite this way
+    else:
+        raise InvalidRequestError(f"flow grid must be one of: euler, dpm, unipc (got {grid!r})")
+    timesteps = torch.from_numpy(sig * n_train).to(torch.int64)
+    return _flow_schedule(torch.from_numpy(sig.astype(np.float32)), timesteps, lambda s: float(int(s * n_train)))
+
+
+def _flow_schedule(sig32: torch.Tensor, timesteps: torch.Tensor, to_t: Callable[[float], float]) -> Schedule:
+    sigmas = torch.cat([sig32.double(), torch.zeros(1, dtype=torch.float64)])
+    return Schedule(sigmas, "flow", timesteps, to_timestep=to_t)
+
+
+def hunyuan_flow(steps: int, *, shift: float = 7.0, num_train_timesteps: int = 1000) -> Schedule:
+    """HunyuanVideo's official grid (``FlowMatchDiscreteScheduler``, ``reverse=True``).
+
+    ``torch.linspace(1, 0, n + 1)`` shifted in float32; float32 timesteps ``sigma * N``.
+    It starts at exactly 1 (pure noise); the default shift is the CLI's 7.0.
+    """
+    t = torch.linspace(1, 0, steps + 1)
+    sig = (shift * t) / (1 + (shift - 1) * t)
+    timesteps = (sig[:-1] * num_train_timesteps).to(torch.float32)
+    return Schedule(sig.double(), "flow", timesteps, to_timestep=lambda s: s * num_train_timesteps)
 
 
 def wan_flow(steps: int, *, shift: float = 5.0, num_train_timesteps: int = 1000, solver: str = "unipc") -> Schedule:
@@ -293,4 +340,5 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "karras": karras,
     "flow": flow,
     "wan_flow": wan_flow,
+    "hunyuan_flow": hunyuan_flow,
 }
