@@ -1,9 +1,14 @@
 """The MemoryPolicy interface the generic pipeline talks to, and the resident policy.
 
-The pipeline asks a policy three things: where to materialise each component
-when loading (``placement``), how to make a component usable for a while
-(``use``, a context manager), and where a component's inputs should go
-(``input_device``). Policies compose by wrapping (see `vidcore.memory.presets`).
+The pipeline asks a policy where to materialise each component when loading
+(``placement``), how to make a component usable for a while (``use``, a
+context manager), and where a component's inputs should go
+(``input_device``). Three optional calls let a policy do better than that
+minimum, and are no-ops here: ``prefetch(component)`` (say which component
+comes next, so its first weights can be in flight before the switch),
+``edit(component)`` (change weights after setup, e.g. LoRA) and ``teardown()``
+(release everything, remove hooks). Policies compose from parts (see
+`vidcore.memory.composed`); presets are named in `vidcore.memory.presets`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,18 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+#: component names (prefixes) whose weights keep the backend's dtype whatever the policy says:
+#: VAE decoders overflow or band in reduced precision, and the backend knows what its VAE needs
+DTYPE_EXEMPT = ("vae",)
+
+
+def component_role(component: str) -> str:
+    """``text_encoder``, ``image_encoder``, ``vae`` or ``denoiser`` (anything else, e.g. each expert)."""
+    for role in ("text_encoder", "image_encoder", "vae"):
+        if component.startswith(role):
+            return role
+    return "denoiser"
 
 
 class MemoryPolicy:
@@ -31,6 +48,8 @@ class MemoryPolicy:
         self.components: dict[str, nn.Module] = {}
 
     def weight_dtype(self, component: str, default: torch.dtype | None) -> torch.dtype | None:
+        if component.startswith(DTYPE_EXEMPT):
+            return default
         return self.dtype or default
 
     def load_device(self, component: str, device: torch.device) -> torch.device:
@@ -56,6 +75,27 @@ class MemoryPolicy:
     def use(self, component: str) -> Iterator[nn.Module]:
         """The component, ready to run on its device, for the duration of the block."""
         yield self.components[component]
+
+    def prefetch(self, component: str) -> None:
+        """Hint: ``component`` is used next (call it one step before an expert switch). No-op here."""
+
+    @contextmanager
+    def edit(self, component: str) -> Iterator[nn.Module]:
+        """The component with its real weights bound, for changing them (LoRA) after `setup`.
+
+        On exit the component goes back where the policy keeps it, new
+        tensors (e.g. adapter buffers) included.
+        """
+        module = self.components[component]
+        yield module
+        module.to(self.device)
+
+    def teardown(self) -> None:
+        """Release what the policy holds (hooks, device copies). Resident weights stay where they are."""
+
+    def residency(self) -> dict[str, str]:
+        """Where each unit of weights is now: ``device``, ``host`` or ``in-flight`` (for tests and logs)."""
+        return dict.fromkeys(self.components, "device")
 
     def describe(self) -> dict:
         return {"name": self.name, "dtype": str(self.dtype).replace("torch.", "") if self.dtype else None,
