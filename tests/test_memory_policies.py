@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from memory_tiny import load, run
 from torch import nn
 
 from vidcore.errors import InvalidRequestError, UnknownNameError
 from vidcore.memory import ComposedPolicy, MemoryPolicy, PolicySpec, get_policy, get_spec, preset_names
+from vidcore.memory.testing import load, run
 from vidcore.memory.units import Unit
 
 PRESETS = ["resident", "offload", "t5-cpu", "stream", "low-vram", "offload+t5-cpu", "stream+offload"]

@@ -1,4 +1,4 @@
-"""A tiny two-expert model (text encoder, two DiT-like experts with a BlockStack, a 'VAE') for memory tests.
+"""Test helpers: a tiny two-expert model (text encoder, two DiT-like experts with a BlockStack, a "VAE").
 
 `load` materialises it the way `Backend.load` does (each component straight
 into the placement's device and dtype); `run` drives it the way the pipeline
