@@ -97,4 +97,4 @@ def run(policy: MemoryPolicy, steps: int = 4, switch_at: int = 2, prefetch: bool
                 on_step(i, comp)
         ctx.__exit__(None, None, None)
         with policy.use("vae") as vae:
-            return vae(x.to(policy.input_device("vae")))
+            return vae(x.to(policy.input_device("vae"), vae.weight.dtype))
