@@ -1,0 +1,555 @@
+"""Checkpoint files: finding them, reading their metadata, and the one loading recipe.
+
+Every component of every backend loads the same way (`load_component`): the
+module is built on ``meta`` (no memory), the checkpoint's tensor names and
+shapes are read from safetensors headers or ``.pth`` metadata, renamed with
+``backend.key_map``, checked strictly against the module, and only then read,
+one tensor at a time, converted to the target dtype and placed on the target
+device. No full-precision copy of the model ever exists in RAM.
+
+Untrusted files are never unpickled: ``.pth``/``.pt``/``.bin`` go through
+``torch.load(weights_only=True)``, which refuses pickles that need code.
+
+``.pth`` files are memory-mapped (``mmap=True``): a tensor that needs no
+conversion on CPU stays backed by the file (copy-on-write), as torch does.
+
+Safetensors data is read with plain positioned reads into freshly allocated
+tensors rather than through a memory map: pages of a memory-mapped file count
+towards the process's resident set while they are touched, which would double
+the peak RSS of a load (see ``bench/bench_load_memory.py``).
+
+Plugin authors, two hooks:
+
+- ``Backend.key_map(component, names)`` returns ``{checkpoint name: module
+  name}``; a name left out (or mapped to ``None``) is skipped on purpose (e.g.
+  a decoder half the runtime never uses). `rename_keys` builds such maps from
+  regex rules, and strips wrapper prefixes such as ``module.`` (nested dicts in
+  ``.pth`` files are flattened with dots first, so ``{"module": {...}}`` shows
+  up as ``module.*``).
+- Buffers that are not saved (``persistent=False``, e.g. RoPE tables) are
+  still on ``meta`` after loading. Any submodule that defines
+  ``init_non_persistent(self, device: torch.device) -> None`` is called once
+  after its weights are in place and must re-create them on ``device``. A
+  buffer left on ``meta`` afterwards is a plugin bug and raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+log = logging.getLogger(__name__)
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+INDEX_SUFFIX = ".safetensors.index.json"
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+_MIB = 1024 * 1024
+
+#: safetensors dtype codes -> torch dtypes (only those this torch build has)
+ST_DTYPES: dict[str, torch.dtype] = {
+    code: getattr(torch, name)
+    for code, name in {
+        "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+        "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+        "U16": "uint16", "U32": "uint32", "U64": "uint64",
+        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "C64": "complex64",
+    }.items()
+    if hasattr(torch, name)
+}
+
+
+class TensorInfo(NamedTuple):
+    """What a checkpoint says about one tensor before any data is read."""
+
+    shape: tuple[int, ...]
+    dtype: str  # torch name without the prefix: "bfloat16", "float32", ...
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# -- finding files ----------------------------------------------------------------------------
+def _fetch_hint(backend: Backend, ckpt_dir: Path) -> str:
+    return f"fetch them with `vidcore download {backend.name} --dir {ckpt_dir}` or check with " \
+           f"`vidcore verify {backend.name} {ckpt_dir}`"
+
+
+def _has_magic(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def _index_shards(index: Path) -> list[Path]:
+    """The shard files a ``*.safetensors.index.json`` names, next to it, in order."""
+    try:
+        data = json.loads(index.read_text())
+        weight_map = data["weight_map"]
+        shards = list(dict.fromkeys(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index}: unreadable shard index ({type(e).__name__}: {e}); download it again") \
+            from None
+    return [index.parent / s for s in shards]
+
+
+def find_component_files(backend: Backend, ckpt_dir: Path, component: str) -> tuple[list[Path], list[str]]:
+    """``(files found, names missing)`` for one component, without raising.
+
+    A pattern's matches are unioned; a ``*.safetensors.index.json`` match is
+    replaced by the shards it names (a missing shard is reported). A literal
+    file name that is absent is missing; a glob that matches nothing is only a
+    problem when the component ends up with no files at all.
+    """
+    layout = backend.layout
+    patterns = tuple(layout.files.get(component, ())) if layout is not None else ()
+    found: list[Path] = []
+    missing: list[str] = []
+    seen: set[Path] = set()
+
+    def add(p: Path) -> None:
+        if p not in seen:
+            seen.add(p)
+            found.append(p)
+
+    for pattern in patterns:
+        matches = sorted(p for p in ckpt_dir.glob(pattern) if p.is_file())
+        if not matches and not _has_magic(pattern):
+            missing.append(pattern)
+        indexes = [m for m in matches if m.name.endswith(INDEX_SUFFIX)]
+        for index in indexes:
+            for shard in _index_shards(index):
+                if shard.is_file():
+                    add(shard)
+                else:
+                    missing.append(str(shard.relative_to(ckpt_dir)))
+        for m in matches:
+            if m not in indexes and not m.name.endswith(".json"):
+                add(m)
+    if patterns and not found and not missing:
+        missing.extend(patterns)
+    return found, list(dict.fromkeys(missing))
+
+
+def component_files(backend: Backend, ckpt_dir: Path, component: str) -> list[Path]:
+    """The weight files of ``component`` in ``ckpt_dir`` (shard indexes resolved to their shards).
+
+    A component the layout lists no files for has no weights of its own and
+    gets ``[]``. Anything missing raises `CheckpointError` naming it.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if backend.layout is None:
+        raise CheckpointError(f"backend {backend.name!r} declares no checkpoint layout, so it loads no files")
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist; fetch it with "
+                              f"`vidcore download {backend.name} --dir {ckpt_dir}`")
+    found, missing = find_component_files(backend, ckpt_dir, component)
+    if missing:
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        raise CheckpointError(f"checkpoint folder {ckpt_dir} lacks {component} file(s) {shown}; "
+                              + _fetch_hint(backend, ckpt_dir))
+    return found
+
+
+# -- reading metadata and data ----------------------------------------------------------------
+def _corrupt(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path}: corrupt safetensors header ({why}); the file is damaged or truncated, "
+                           "download it again")
+
+
+class _SafetensorsFile:
+    """One safetensors file: the header parsed and checked up front, tensors read on demand."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise _corrupt(path, f"file is only {size} bytes")
+                (n,) = struct.unpack("<Q", head)
+                if n > MAX_HEADER_BYTES or n + 8 > size:
+                    raise _corrupt(path, f"header length {n} does not fit a {size}-byte file")
+                raw = f.read(n)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+        self.header_bytes = head + raw
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise _corrupt(path, f"not JSON: {e}") from None
+        if not isinstance(header, dict):
+            raise _corrupt(path, "not a JSON object")
+        self.data_start = 8 + n
+        data_size = size - self.data_start
+        self.entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        for name, e in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype = ST_DTYPES[e["dtype"]]
+                shape = tuple(int(s) for s in e["shape"])
+                begin, end = (int(o) for o in e["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise _corrupt(path, f"bad entry for {name!r}") from None
+            nbytes = math.prod(shape) * dtype.itemsize
+            if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size or end - begin != nbytes:
+                raise _corrupt(path, f"entry {name!r} points outside the file or has the wrong length")
+            self.entries[name] = (dtype, shape, begin, end)
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return {k: TensorInfo(shape, dtype_name(dt)) for k, (dt, shape, _, _) in self.entries.items()}
+
+    def read(self, name: str, f: Any) -> torch.Tensor:
+        """Read one tensor into new CPU memory with positioned reads (no memory map)."""
+        dtype, shape, begin, end = self.entries[name]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        if end > begin:
+            view = memoryview(buf.numpy()).cast("B")
+            f.seek(self.data_start + begin)
+            got = 0
+            while got < len(view):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{self.path}: file ends inside tensor {name!r}; download it again")
+                got += n
+        return buf.view(dtype).reshape(shape)
+
+
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)", re.IGNORECASE)
+
+
+def _torch_load(path: Path, map_location: str) -> Any:
+    """``torch.load`` that can never run code from the file; mmap'd where the format allows."""
+    try:
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            log.warning("%s uses the legacy (non-zip) torch format: it is read whole into memory", path)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        text = str(e)
+        if "weights_only" in text.lower() or "unpickl" in type(e).__name__.lower():
+            m = _GLOBAL_RE.search(text)
+            what = f" (it references {m.group(1)})" if m else ""
+            raise CheckpointError(
+                f"{path} needs code to unpickle{what} and is refused for safety; convert it to safetensors "
+                "with a trusted tool, or use the official safetensors files") from None
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
+                              f"{text.splitlines()[0] if text else ''}); download it again") from None
+
+
+def _flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    for k, v in obj.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, torch.Tensor):
+            yield name, v
+        elif isinstance(v, Mapping):
+            yield from _flatten(v, name + ".")
+
+
+def _pth_tensors(path: Path, map_location: str) -> dict[str, torch.Tensor]:
+    obj = _torch_load(path, map_location)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a dict of tensors")
+    return dict(_flatten(obj))
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Names, shapes and dtypes of a weight file without reading its tensor data.
+
+    safetensors: the JSON header only (checked against the file size);
+    ``.pth``/``.pt``/``.bin``: ``torch.load(weights_only=True)`` onto the meta
+    device, which reads the pickle but no storage.
+    """
+    path = Path(path)
+    if path.name.endswith(SAFETENSORS_SUFFIXES):
+        return _SafetensorsFile(path).infos()
+    if path.name.endswith(PICKLE_SUFFIXES):
+        return {k: TensorInfo(tuple(t.shape), dtype_name(t.dtype)) for k, t in _pth_tensors(path, "meta").items()}
+    raise CheckpointError(f"{path}: unknown weight format; expected .safetensors or .pth/.pt/.bin")
+
+
+class _Source:
+    """All tensors of one component across its files, read lazily by checkpoint name."""
+
+    def __init__(self, files: Iterable[Path]):
+        self.where: dict[str, tuple[Path, Any]] = {}
+        self.infos: dict[str, TensorInfo] = {}
+        for path in files:
+            if path.name.endswith(SAFETENSORS_SUFFIXES):
+                st = _SafetensorsFile(path)
+                items = {k: (st, i) for k, i in st.infos().items()}
+            elif path.name.endswith(PICKLE_SUFFIXES):
+                tensors = _pth_tensors(path, "cpu")  # mmap'd: shapes now, data paged in on use
+                items = {k: (t, TensorInfo(tuple(t.shape), dtype_name(t.dtype))) for k, t in tensors.items()}
+            else:
+                raise CheckpointError(f"{path}: unknown weight format; expected .safetensors or .pth/.pt/.bin")
+            for name, (handle, info) in items.items():
+                if name in self.where:
+                    raise CheckpointError(f"tensor {name!r} appears in both {self.where[name][0]} and {path}")
+                self.where[name] = (path, handle)
+                self.infos[name] = info
+        self._open: dict[Path, Any] = {}
+
+    def get(self, name: str) -> torch.Tensor:
+        path, handle = self.where[name]
+        if isinstance(handle, torch.Tensor):
+            return handle
+        f = self._open.get(path)
+        if f is None:
+            f = self._open[path] = path.open("rb", buffering=0)
+        return handle.read(name, f)
+
+    def close(self) -> None:
+        for f in self._open.values():
+            f.close()
+        self._open.clear()
+        self.where.clear()
+
+
+def component_tensors(backend: Backend, ckpt_dir: Path, component: str) -> dict[str, TensorInfo]:
+    """Checkpoint tensors of one component, by checkpoint name, from headers/metadata only."""
+    infos: dict[str, TensorInfo] = {}
+    for path in component_files(backend, ckpt_dir, component):
+        infos.update(read_header(path))
+    return infos
+
+
+# -- names and comparison ---------------------------------------------------------------------
+def rename_keys(names: Iterable[str], rules: Iterable[tuple[str, str]] = (),
+                drop: Iterable[str] = ()) -> dict[str, str | None]:
+    """A key map from regex rules, for ``Backend.key_map`` implementations.
+
+    Each ``(pattern, replacement)`` is applied in order with ``re.sub``; names
+    matching a ``drop`` regex map to ``None`` (skipped). E.g. strip a DDP
+    wrapper: ``rename_keys(names, [(r"^module\\.", "")])``.
+    """
+    rules = [(re.compile(p), r) for p, r in rules]
+    drops = [re.compile(p) for p in drop]
+    out: dict[str, str | None] = {}
+    for name in names:
+        if any(d.search(name) for d in drops):
+            out[name] = None
+            continue
+        new = name
+        for pat, rep in rules:
+            new = pat.sub(rep, new)
+        out[name] = new
+    return out
+
+
+def map_names(backend: Backend, component: str, names: list[str]) -> dict[str, str]:
+    """``{checkpoint name: module name}`` from ``backend.key_map``, without the skipped names."""
+    raw = backend.key_map(component, list(names))
+    known = set(names)
+    mapping = {k: v for k, v in raw.items() if v is not None and k in known}
+    seen: dict[str, str] = {}
+    for src, dst in mapping.items():
+        if dst in seen:
+            raise CheckpointError(f"{backend.name} {component}: checkpoint tensors {seen[dst]!r} and {src!r} "
+                                  f"both map to {dst!r}; the backend's key_map is wrong for these files")
+        seen[dst] = src
+    return mapping
+
+
+def expected_tensors(module: nn.Module) -> dict[str, TensorInfo]:
+    """Every state-dict tensor of a (meta-built) module: name -> shape, dtype."""
+    return {k: TensorInfo(tuple(v.shape), dtype_name(v.dtype))
+            for k, v in module.state_dict(keep_vars=True).items()}
+
+
+def tied_names(module: nn.Module) -> dict[str, list[str]]:
+    """State-dict names that share one tensor (tied weights): each name -> all names of its tensor."""
+    groups: dict[int, list[str]] = {}
+    named = list(module.named_parameters(remove_duplicate=False)) + list(module.named_buffers(remove_duplicate=False))
+    for name, t in named:
+        groups.setdefault(id(t), []).append(name)
+    return {n: g for g in groups.values() if len(g) > 1 for n in g}
+
+
+@dataclass
+class Mismatch:
+    """How a component's checkpoint differs from its module (after renaming)."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mis_shaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # name, ckpt, model
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mis_shaped)
+
+    def summary(self, limit: int = 3) -> str:
+        """One clause per problem kind, with the first few names."""
+
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({few(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({few(self.unexpected)})")
+        if self.mis_shaped:
+            shown = [f"{n}: checkpoint {list(c)} vs model {list(m)}" for n, c, m in self.mis_shaped]
+            parts.append(f"{len(self.mis_shaped)} mis-shaped ({few(shown)})")
+        return "; ".join(parts)
+
+
+def compare(expected: Mapping[str, TensorInfo], found: Mapping[str, TensorInfo],
+            tied: Mapping[str, list[str]] | None = None) -> Mismatch:
+    """Compare module tensors with (renamed) checkpoint tensors; dtypes may differ (converted on load)."""
+    tied = tied or {}
+    result = Mismatch()
+    for name, info in expected.items():
+        if name in found:
+            if tuple(found[name].shape) != tuple(info.shape):
+                result.mis_shaped.append((name, tuple(found[name].shape), tuple(info.shape)))
+        elif not any(alias in found for alias in tied.get(name, ())):
+            result.missing.append(name)
+    result.unexpected = [n for n in found if n not in expected]
+    return result
+
+
+# -- loading ----------------------------------------------------------------------------------
+def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+    owner_name, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    if attr in owner._parameters:
+        old = owner._parameters[attr]
+        owner._parameters[attr] = nn.Parameter(value, requires_grad=bool(old is not None and old.requires_grad))
+    elif attr in owner._buffers:
+        owner._buffers[attr] = value
+    else:  # pragma: no cover - names come from the module's own state dict
+        raise KeyError(name)
+
+
+def _convert(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    """Convert on whichever side is cheaper: shrink before a transfer, grow after it."""
+    if dtype is None or not t.is_floating_point() or t.dtype == dtype:
+        return t.to(device)
+    if dtype.itemsize <= t.dtype.itemsize:
+        return t.to(dtype).to(device)
+    return t.to(device).to(dtype)
+
+
+def init_non_persistent(module: nn.Module, device: torch.device) -> None:
+    """Re-create buffers that checkpoints do not hold, through each submodule's own hook."""
+    for sub in module.modules():
+        hook = getattr(sub, "init_non_persistent", None)
+        if callable(hook):
+            hook(device)
+    left = [n for n, b in module.named_buffers() if b.is_meta] + [n for n, p in module.named_parameters()
+                                                                    if p.is_meta]
+    if left:
+        raise RuntimeError(
+            f"{type(module).__name__}: {len(left)} tensor(s) still on the meta device after loading "
+            f"({', '.join(left[:3])}); the module must define init_non_persistent(device) to rebuild them")
+
+
+def load_component(backend: Backend, component: str, module: nn.Module, ckpt_dir: Path, *,
+                   device: torch.device | str, dtype: torch.dtype | None) -> None:
+    """Materialise a meta-built ``module`` from its checkpoint files, straight into ``device``/``dtype``.
+
+    Checks everything before reading any data: files present, names (after
+    ``backend.key_map``) and shapes strictly equal to the module's. Then
+    reads one tensor at a time, converts floating tensors to ``dtype`` (None
+    keeps the stored dtype; integer and bool tensors are never converted) and
+    assigns it in place of the meta tensor (tied weights stay tied).
+    """
+    device = torch.device(device)
+    ckpt_dir = Path(ckpt_dir)
+    files = component_files(backend, ckpt_dir, component)
+    expected = expected_tensors(module)
+    if not files and expected:
+        raise CheckpointError(f"backend {backend.name!r} lists no checkpoint files for {component}, "
+                              f"which has {len(expected)} tensors; the backend's layout is incomplete")
+    source = _Source(files)
+    try:
+        mapping = map_names(backend, component, list(source.infos))
+        found = {dst: source.infos[src] for src, dst in mapping.items()}
+        tied = tied_names(module)
+        mismatch = compare(expected, found, tied)
+        if not mismatch.ok:
+            raise CheckpointError(
+                f"{backend.name} {component} checkpoint does not match the model: {mismatch.summary()}; "
+                f"run `vidcore verify {backend.name} {ckpt_dir}` for the full list")
+        log.info("loading %s %s: %d tensors from %d file(s) -> %s %s", backend.name, component, len(mapping),
+                 len(files), device, dtype_name(dtype) if dtype else "stored dtype")
+        for src, dst in mapping.items():
+            value = _convert(source.get(src), device, dtype)
+            for name in tied.get(dst, [dst]):
+                _set_tensor(module, name, value)
+            del value
+    finally:
+        source.close()
+    init_non_persistent(module, device)
+
+
+# -- fingerprints -----------------------------------------------------------------------------
+def _digest(path: Path) -> tuple[str, str]:
+    """``(sha256, what was hashed)``: enough to tell files apart without reading 100 GB."""
+    h = hashlib.sha256()
+    if path.name.endswith(SAFETENSORS_SUFFIXES):
+        h.update(_SafetensorsFile(path).header_bytes)
+        return h.hexdigest(), "header"
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if size <= 2 * _MIB:
+            h.update(f.read())
+            return h.hexdigest(), "full"
+        h.update(f.read(_MIB))
+        f.seek(size - _MIB)
+        h.update(f.read(_MIB))
+    return h.hexdigest(), "first+last MiB"
+
+
+def fingerprint(backend: Backend, ckpt_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per weight file (and shard index / extra file): size and a cheap sha256, for run records.
+
+    Keys are paths relative to ``ckpt_dir``; safetensors hash their header
+    (names, shapes, offsets), indexes and small files are hashed whole, large
+    pickles by their first and last MiB.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    layout = backend.layout
+    if layout is None:
+        return {}
+    paths: list[Path] = []
+    for component, patterns in layout.files.items():
+        paths += component_files(backend, ckpt_dir, component)
+        paths += [p for pat in patterns for p in sorted(ckpt_dir.glob(pat)) if p.name.endswith(INDEX_SUFFIX)]
+    paths += [p for pat in layout.extra for p in sorted(ckpt_dir.glob(pat)) if p.is_file()]
+    out: dict[str, dict[str, Any]] = {}
+    for p in sorted(dict.fromkeys(paths)):
+        digest, what = _digest(p)
+        out[p.relative_to(ckpt_dir).as_posix()] = {"size": p.stat().st_size, "sha256": digest, "hashed": what}
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    # `verify`, `manifest` and `VerifyReport` live in vidcore.manifest; re-exported for convenience
+    if name in ("verify", "manifest", "VerifyReport"):
+        from . import manifest as _m
+
+        return getattr(_m, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
