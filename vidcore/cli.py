@@ -141,6 +141,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+# -- batch ------------------------------------------------------------------------------------
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+    from .plugins import backends
+
+    name = args.backend or DEFAULT_BACKEND
+    if args.backend is None and name not in backends():
+        raise VidcoreError(DEFAULT_BACKEND_HINT)
+    summary = run_batch(args.prompts, args.out, backend=name, ckpt=args.ckpt, memory=args.memory,
+                        dtype=args.dtype, device=args.device, base_seed=args.seed,
+                        progress=False if args.quiet else None)
+    _out(summary.line())
+    for name in summary.failed:
+        print(f"failed: {name} (see {name}.error.json)", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
 # -- doctor -----------------------------------------------------------------------------------
 def doctor_report() -> dict[str, Any]:
     import importlib.metadata
@@ -235,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-record", metavar="RUN.json", help="reproduce the run a record describes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("batch", help="generate one video per JSONL line; resumable; shards over torchrun ranks")
+    p.add_argument("prompts", metavar="PROMPTS.jsonl")
+    p.add_argument("--out", metavar="DIR", required=True)
+    p.add_argument("--backend", metavar="NAME")
+    p.add_argument("--ckpt", metavar="DIR")
+    p.add_argument("--memory", metavar="PRESET", default="resident")
+    p.add_argument("--dtype", metavar="D")
+    p.add_argument("--device", metavar="DEV")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="base seed: line i uses N+i unless it sets one")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("download", help="fetch a backend's checkpoint files")
     p.add_argument("backend", metavar="BACKEND")
