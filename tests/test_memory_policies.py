@@ -282,3 +282,21 @@ def test_pipeline_gives_identical_videos_under_every_policy(toy_moe_ckpt):
         f, x = latents(memory)
         assert torch.equal(x, refs[batched][1]), memory
         assert torch.equal(f, refs[batched][0]), memory
+
+
+@pytest.mark.parametrize("kind", ["teacache", "first-block"])
+def test_step_caches_skip_blocks_under_streaming_with_identical_results(kind):
+    """Skipped stacks leave blocks in flight; the next run must still find every block it runs loaded."""
+    from vidcore.cache import enable_step_cache
+
+    outs, skipped = [], []
+    for preset in ("resident", "stream"):
+        policy = get_policy(preset, torch.float32)
+        comps = load(policy)
+        caches = [c for comp in ("high", "low") for c in enable_step_cache(comps[comp], kind, threshold=10.0)]
+        outs.append(run(policy, steps=6, switch_at=3))
+        skipped.append(sum(c.stats.skipped for c in caches))
+        if preset == "stream":
+            assert _blocks_on_device(policy, "high") == [] and _blocks_on_device(policy, "low") == []
+    assert skipped[0] == skipped[1] > 0
+    assert torch.equal(outs[0], outs[1])
