@@ -165,13 +165,15 @@ def write_checkpoint(backend: TinyBackend, folder: Path, weights: dict[str, dict
     files = backend.layout.files
     for comp, sd in weights.items():
         first = files[comp][0]
-        if first.endswith(".pth"):
+        if "*" in first:  # a folder pattern: "<comp>/*..." -> sharded when an index is part of the layout
+            n = shards if any(p.endswith(".index.json") for p in files[comp]) else 1
+            write_safetensors(sd, folder / comp / "diffusion_pytorch_model.safetensors", shards=n)
+        elif first.endswith(".pth"):
             torch.save(sd, folder / first)
         elif first.endswith(".safetensors"):
             write_safetensors(sd, folder / first)
-        else:  # a folder pattern: "<comp>/*..." -> sharded when an index is part of the layout
-            n = shards if any(p.endswith(".index.json") for p in files[comp]) else 1
-            write_safetensors(sd, folder / comp / "diffusion_pytorch_model.safetensors", shards=n)
+        else:
+            raise ValueError(f"write_checkpoint cannot write pattern {first!r}")
     (folder / "config.json").write_text(json.dumps({"dim": backend.dim}))
     return folder
 

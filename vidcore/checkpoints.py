@@ -431,16 +431,21 @@ def compare(expected: Mapping[str, TensorInfo], found: Mapping[str, TensorInfo],
 
 
 # -- loading ----------------------------------------------------------------------------------
-def _set_tensor(module: nn.Module, name: str, value: torch.Tensor) -> None:
+def _slot(module: nn.Module, name: str) -> tuple[nn.Module, str]:
     owner_name, _, attr = name.rpartition(".")
-    owner = module.get_submodule(owner_name) if owner_name else module
+    return (module.get_submodule(owner_name) if owner_name else module), attr
+
+
+def _assign(module: nn.Module, names: list[str], value: torch.Tensor) -> None:
+    """Put ``value`` in place of the meta tensor(s) ``names`` (several when weights are tied)."""
+    owner, attr = _slot(module, names[0])
     if attr in owner._parameters:
         old = owner._parameters[attr]
-        owner._parameters[attr] = nn.Parameter(value, requires_grad=bool(old is not None and old.requires_grad))
-    elif attr in owner._buffers:
-        owner._buffers[attr] = value
-    else:  # pragma: no cover - names come from the module's own state dict
-        raise KeyError(name)
+        value = nn.Parameter(value, requires_grad=bool(old is not None and old.requires_grad))
+    for name in names:
+        owner, attr = _slot(module, name)
+        table = owner._parameters if attr in owner._parameters else owner._buffers
+        table[attr] = value
 
 
 def _convert(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
@@ -496,10 +501,7 @@ def load_component(backend: Backend, component: str, module: nn.Module, ckpt_dir
         log.info("loading %s %s: %d tensors from %d file(s) -> %s %s", backend.name, component, len(mapping),
                  len(files), device, dtype_name(dtype) if dtype else "stored dtype")
         for src, dst in mapping.items():
-            value = _convert(source.get(src), device, dtype)
-            for name in tied.get(dst, [dst]):
-                _set_tensor(module, name, value)
-            del value
+            _assign(module, tied.get(dst, [dst]), _convert(source.get(src), device, dtype))
     finally:
         source.close()
     init_non_persistent(module, device)
