@@ -200,7 +200,7 @@ def ddpm(
         sig = train_sigmas.double()[torch.from_numpy(ts)]
         return Schedule(torch.cat([sig, zero]), "vp", torch.from_numpy(ts), to_timestep=to_t)
     if spacing == "linspace":
-        ts_f = np.linspace(0, num_train_timesteps - 1, steps, dtype=float)[::-1].copy()
+        ts_f = np.linspace(0, num_train_timesteps - 1, steps, dtype=np.float32)[::-1].copy()
     else:
         ts_f = spaced_timesteps(spacing, num_train_timesteps, steps, steps_offset).astype(float)
     sig_f = np.interp(ts_f, np.arange(num_train_timesteps), train_sigmas.numpy())
