@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,7 @@ def sh(*cmd, env=None, timeout=900):
 def test_wheels_install_in_a_fresh_venv_and_the_example_plugin_runs(tmp_path):
     dist = tmp_path / "dist"
     for pkg in PACKAGES:
+        shutil.rmtree(pkg / "build", ignore_errors=True)  # stale staged files would leak into the wheel
         sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, pkg)
     wheels = sorted(p.name for p in dist.glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["vidcore", "vidcore_example", "vidcore_hunyuan", "vidcore_latte",
