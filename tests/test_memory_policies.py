@@ -300,3 +300,18 @@ def test_step_caches_skip_blocks_under_streaming_with_identical_results(kind):
             assert _blocks_on_device(policy, "high") == [] and _blocks_on_device(policy, "low") == []
     assert skipped[0] == skipped[1] > 0
     assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.slow
+def test_regionally_compiled_blocks_stream_with_identical_results():
+    """Compiled block forwards see the rebound weights (parameters are graph inputs; hooks stay eager)."""
+    from vidcore.compile import compile_blocks
+
+    outs = []
+    for preset in ("resident", "stream"):
+        policy = get_policy(preset, torch.float32)
+        comps = load(policy)
+        for comp in ("high", "low"):
+            compile_blocks(comps[comp], backend="eager")
+        outs += [run(policy), run(policy)]
+    assert all(torch.equal(outs[0], o) for o in outs[1:])
