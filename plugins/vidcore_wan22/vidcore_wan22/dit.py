@@ -167,8 +167,9 @@ class WanModel(nn.Module):
     def __init__(self, p: DiTParams):
         super().__init__()
         self.params = p
-        #: dtype of the official autocast region (bf16); None runs in the weights' dtype
-        self.compute_dtype: torch.dtype | None = None
+        #: dtype of the official autocast region: "auto" = bfloat16 on CUDA or with half-precision weights
+        #: (the official ``param_dtype``), plain float32 otherwise; a dtype or None forces it
+        self.compute_dtype: torch.dtype | str | None = "auto"
         self.patch_embedding = nn.Conv3d(p.in_dim, p.dim, kernel_size=p.patch_size, stride=p.patch_size)
         self.text_embedding = nn.Sequential(nn.Linear(p.text_dim, p.dim), nn.GELU(approximate="tanh"),
                                             nn.Linear(p.dim, p.dim))
@@ -212,16 +213,24 @@ class WanModel(nn.Module):
         x = x.view(x.shape[0], f, h, w, pt, ph, pw, self.params.out_dim)
         return torch.einsum("bfhwpqrc->bcfphqwr", x).reshape(x.shape[0], self.params.out_dim, f * pt, h * ph, w * pw)
 
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        if self.compute_dtype != "auto":
+            return self.compute_dtype  # type: ignore[return-value]
+        wdtype = self.patch_embedding.weight.dtype
+        if wdtype in (torch.bfloat16, torch.float16):
+            return wdtype
+        return torch.bfloat16 if device.type == "cuda" else None
+
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                 y: torch.Tensor | None = None) -> torch.Tensor:
         dev = x.device
-        amp = (torch.autocast(dev.type, dtype=self.compute_dtype) if self.compute_dtype is not None
-               else contextlib.nullcontext())
+        amp_dtype = self.autocast_dtype(dev)
+        amp = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
         with amp:
             if y is not None:
                 x = torch.cat([x, y.to(x.dtype)], dim=1)
-            if self.compute_dtype is None:
+            if amp_dtype is None:
                 x = x.to(self.patch_embedding.weight.dtype)
                 context = context.to(self.patch_embedding.weight.dtype)
             x = self.patch_embedding(x)
