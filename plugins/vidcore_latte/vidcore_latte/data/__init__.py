@@ -1,0 +1,1 @@
+"""Training data: the built-in procedural shapes dataset and folders of videos or frames."""

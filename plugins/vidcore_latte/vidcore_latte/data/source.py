@@ -1,0 +1,48 @@
+"""Clip sources: ``item(g)`` returns training clip number ``g`` of an endless, seeded stream.
+
+The trainer asks for global sample indices (step * batch + position), so a
+run is deterministic, resumes exactly, and splits the same global batch over
+any number of ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from .shapes import clip_for, render
+
+
+class ClipSource(Protocol):
+    frames: int
+    size: int
+
+    def item(self, index: int) -> dict:
+        """{"video": float (T, H, W, 3) in [0, 1], "caption": str, "label": int | None}."""
+        ...
+
+
+class ShapesSource:
+    """The procedural shapes: clip ``g`` is ``clip_for(seed, g)``, so the stream never repeats."""
+
+    def __init__(self, seed: int = 0, frames: int = 16, size: int = 64):
+        self.seed, self.frames, self.size = seed, frames, size
+
+    def item(self, index: int) -> dict:
+        clip = clip_for(self.seed, index, self.frames)
+        return {"video": render(clip, self.frames, self.size), "caption": clip.caption, "label": None}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of ``n`` items in ``epoch`` (a pure function of seed and epoch)."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=gen)
+
+
+def make_source(data: str, seed: int, frames: int, size: int, split: str = "train") -> ClipSource:
+    if data == "shapes":
+        return ShapesSource(seed, frames, size)
+    from .folders import FolderSource
+
+    return FolderSource.from_split(data, split=split, seed=seed)

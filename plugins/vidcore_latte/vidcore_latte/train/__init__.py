@@ -1,0 +1,1 @@
+"""Training: objectives, EMA, checkpoints, the loop (`Trainer`) and its command line."""
