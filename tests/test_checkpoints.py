@@ -65,6 +65,9 @@ def test_component_files_single_and_sharded(tmp_path):
     files = component_files(s, tmp_path / "sh", "denoiser")
     # the index resolves to its shards, once each, even though the shard glob also matches them
     assert [f.name for f in files] == [f"diffusion_pytorch_model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    # a file beside the index that the index does not name (another precision, a leftover) is not ours
+    save_file({"head.weight": torch.zeros(1)}, str(tmp_path / "sh" / "denoiser" / "stray.fp16.safetensors"))
+    assert component_files(s, tmp_path / "sh", "denoiser") == files
 
 
 def test_component_files_missing_are_named_with_the_fix(tmp_path):
@@ -308,6 +311,19 @@ def test_corrupt_safetensors_header_names_the_file(tmp_path, damage):
         read_header(path)
     msg = _one_line(err.value)
     assert str(path) in msg and "corrupt safetensors header" in msg
+
+
+def test_damaged_pickle_inside_a_valid_archive_is_refused(tmp_path):
+    import zipfile
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "ok.pth")
+    with zipfile.ZipFile(tmp_path / "ok.pth") as zin, zipfile.ZipFile(tmp_path / "bad.pth", "w") as zout:
+        for name in zin.namelist():
+            data = zin.read(name)
+            zout.writestr(name, data[:10] + b"\x00garbage" if name.endswith("data.pkl") else data)
+    with pytest.raises(CheckpointError) as err:
+        read_header(tmp_path / "bad.pth")
+    assert "bad.pth" in _one_line(err.value) and "refused for safety" in str(err.value)
 
 
 def test_unreadable_pth_and_unknown_format(tmp_path):

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import re
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -112,7 +113,8 @@ def find_component_files(backend: Backend, ckpt_dir: Path, component: str) -> tu
     """``(files found, names missing)`` for one component, without raising.
 
     A pattern's matches are unioned; a ``*.safetensors.index.json`` match is
-    replaced by the shards it names (a missing shard is reported). A literal
+    replaced by the shards it names (a missing shard is reported), and other
+    weight files in that index's folder are ignored. A literal
     file name that is absent is missing; a glob that matches nothing is only a
     problem when the component ends up with no files at all.
     """
@@ -127,20 +129,24 @@ def find_component_files(backend: Backend, ckpt_dir: Path, component: str) -> tu
             seen.add(p)
             found.append(p)
 
+    matches: list[Path] = []
     for pattern in patterns:
-        matches = sorted(p for p in ckpt_dir.glob(pattern) if p.is_file())
-        if not matches and not _has_magic(pattern):
+        hits = sorted(p for p in ckpt_dir.glob(pattern) if p.is_file())
+        if not hits and not _has_magic(pattern):
             missing.append(pattern)
-        indexes = [m for m in matches if m.name.endswith(INDEX_SUFFIX)]
-        for index in indexes:
-            for shard in _index_shards(index):
-                if shard.is_file():
-                    add(shard)
-                else:
-                    missing.append(str(shard.relative_to(ckpt_dir)))
-        for m in matches:
-            if m not in indexes and not m.name.endswith(".json"):
-                add(m)
+        matches += hits
+    indexes = list(dict.fromkeys(m for m in matches if m.name.endswith(INDEX_SUFFIX)))
+    sharded_dirs = {i.parent for i in indexes}
+    for index in indexes:
+        for shard in _index_shards(index):
+            if shard.is_file():
+                add(shard)
+            else:
+                missing.append(shard.relative_to(ckpt_dir).as_posix())
+    for m in matches:
+        # beside an index only its shards count (a stray or other-precision file there is not ours)
+        if not m.name.endswith(".json") and m.parent not in sharded_dirs:
+            add(m)
     if patterns and not found and not missing:
         missing.extend(patterns)
     return found, list(dict.fromkeys(missing))
@@ -247,12 +253,17 @@ def _torch_load(path: Path, map_location: str) -> Any:
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
         text = str(e)
-        if "weights_only" in text.lower() or "unpickl" in type(e).__name__.lower():
-            m = _GLOBAL_RE.search(text)
-            what = f" (it references {m.group(1)})" if m else ""
+        m = _GLOBAL_RE.search(text)
+        if isinstance(e, pickle.UnpicklingError) and m:
             raise CheckpointError(
-                f"{path} needs code to unpickle{what} and is refused for safety; convert it to safetensors "
-                "with a trusted tool, or use the official safetensors files") from None
+                f"{path} needs code to unpickle (it references {m.group(1)}) and is refused for safety; convert "
+                "it to safetensors with a trusted tool, or use the official safetensors files") from None
+        if isinstance(e, pickle.UnpicklingError):
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            reason = next((lines[i + 1] for i, ln in enumerate(lines[:-1]) if ln.endswith("error:")), "")
+            raise CheckpointError(
+                f"{path} cannot be unpickled safely ({reason or 'weights_only refused it'}): it is damaged or "
+                "needs code to unpickle, and is refused for safety; download it again or use safetensors") from None
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: "
                               f"{text.splitlines()[0] if text else ''}); download it again") from None
 
