@@ -31,6 +31,8 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     w32 = w.detach().float()
     amax = w32.abs().amax(dim=1)
     scale = torch.where(amax > 0, amax / FP8_MAX, torch.ones_like(amax))
+    # scales exactly representable in bf16, so multiplying a bf16 output by them adds no rounding
+    scale = scale.to(torch.bfloat16).float()
     q = (w32 / scale[:, None]).clamp(-FP8_MAX, FP8_MAX).to(FP8)
     return q, scale
 
@@ -51,7 +53,11 @@ class FP8Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.compute_dtype
-        y = F.linear(x.to(dtype), self.weight.to(dtype)) * self.weight_scale.to(dtype)
+        y = F.linear(x.to(dtype), self.weight.to(dtype))
+        if dtype == torch.float16:  # fp16's range cannot hold every bf16 scale
+            y = (y.float() * self.weight_scale).to(dtype)
+        else:
+            y = y * self.weight_scale.to(dtype)
         if self.bias is not None:
             y = y + self.bias.to(dtype)
         return y
