@@ -17,9 +17,10 @@ from vidcore.kernels import reference as ref
 def main() -> None:
     p = bm.common_args(__doc__.splitlines()[0])
     p.add_argument("--per-head", action="store_true")
+    p.add_argument("--dim", type=int, default=5120, help="row length for the full-dim layout")
     args = p.parse_args()
     device, dtype, tokens = bm.resolve_common(args)
-    shape = (1, tokens, 24, 128) if args.per_head else (1, tokens, 5120)
+    shape = (1, tokens, 24, 128) if args.per_head else (1, tokens, args.dim)
     q, k = torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype)
     wq = torch.randn(shape[-1], device=device, dtype=dtype)
     wk = torch.randn(shape[-1], device=device, dtype=dtype)
