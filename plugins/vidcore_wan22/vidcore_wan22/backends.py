@@ -235,7 +235,7 @@ class WanBackend(Backend):
             latents = latents.clone()
             latents[:, :, :1] = first.to(latents)
         z = latents.to(next(vae.parameters()).device, torch.float32)
-        video = vae.decode(z, chunked=getattr(vae, "chunked", True), tiling=getattr(vae, "tiling", False) or None)
+        video = vae.decode(z, chunked=vae.chunked, tiling=vae.tiling or None)
         return cond.to_uint8_frames(video)
 
 

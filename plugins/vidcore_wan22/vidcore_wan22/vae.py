@@ -309,6 +309,9 @@ class WanVAE(nn.Module):
     def __init__(self, p: VAEParams):
         super().__init__()
         self.params = p
+        #: run-time switches a memory policy may flip: spatial tiles (diffusers' sizes), chunk-by-chunk runs
+        self.tiling: bool = False
+        self.chunked: bool = True
         io = 3 * p.patch * p.patch
         self.encoder = Encoder(p, io, p.z_dim * 2)
         self.conv1 = CausalConv3d(p.z_dim * 2, p.z_dim * 2, 1)
