@@ -136,6 +136,14 @@ def test_verify_applies_the_key_map(tmp_path):
     assert len(plain.unexpected["vae"]) == len(weights["vae"]) and len(plain.missing["vae"]) == len(weights["vae"])
 
 
+def test_verify_notes_missing_extra_files(tmp_path):
+    b, _ = _good(tmp_path)
+    (tmp_path / "config.json").unlink()
+    report = verify(b, tmp_path)
+    assert report.ok and any("config.json" in n for n in report.notes)
+    assert any("config.json" in line for line in report.lines())
+
+
 def test_verify_without_layout_is_a_note(tmp_path):
     b = TinyBackend()
     b.layout = None

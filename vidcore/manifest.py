@@ -155,6 +155,9 @@ def verify(backend: Backend, ckpt_dir: Path) -> VerifyReport:
     if not ckpt_dir.is_dir():
         report.problems.append(f"folder {ckpt_dir} does not exist")
         return report
+    for pattern in layout.extra:  # tokenizers, configs: reported, but the backend judges what it needs
+        if not any(p.is_file() for p in ckpt_dir.glob(pattern)):
+            report.notes.append(f"no file matches {pattern!r} (listed by the backend beside its weights)")
     for comp, module in backend.build("meta").items():
         rep = report.components[comp] = ComponentReport()
         expected = expected_tensors(module)
