@@ -5,7 +5,7 @@
 #   docker run ... IMAGE doctor
 #
 # Arguments are a vidcore command line (a leading "vidcore" is accepted and dropped). Before
-# `generate`, the backend's checkpoint is brought into the Hugging Face cache (a volume) with
+# `generate` and `batch`, the backend's checkpoint is brought into the Hugging Face cache (a volume) with
 # `vidcore download BACKEND`: files already complete are skipped and a broken transfer resumes, so
 # this is cheap on every run after the first. The backend is the one given with --backend, the one
 # recorded in --from-record RUN.json, or $VIDCORE_BACKEND (which is then passed on as --backend).
@@ -40,7 +40,7 @@ for ((i = 1; i < ${#args[@]}; i++)); do
   esac
 done
 
-if [[ "$command" == generate ]]; then
+if [[ "$command" == generate || "$command" == batch ]]; then
   if [[ -z "$backend" && -n "$record" && -f "$record" ]]; then
     backend="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["request"]["backend"])' "$record" \
       2>/dev/null || true)"

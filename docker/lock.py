@@ -35,9 +35,10 @@ import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 import venv
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "docker" / "requirements.in"
