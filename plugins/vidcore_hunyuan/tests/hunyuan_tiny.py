@@ -19,3 +19,61 @@ def diffusers_dit_config(p: DiTParams, image_condition_type: str | None = None) 
 
 
 TINY_VAE = VAEParams(block_out_channels=(8, 16, 32, 32), layers_per_block=1, norm_groups=4, latent_channels=4)
+
+
+# -- text encoders: tiny random transformers models and tokenizers built locally (no downloads) --------------
+TINY_LLAMA = dict(vocab_size=0, hidden_size=48, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5, rope_theta=500000.0,
+                  hidden_act="silu", tie_word_embeddings=False)
+TINY_CLIP = dict(vocab_size=0, hidden_size=24, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=24)
+LLAMA_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                  "<|eot_id|>", "[UNK]"]
+
+
+def tiny_llm_tokenizer(extra_text: str = ""):
+    """A word-level tokenizer that knows the official templates' words and the Llama-3 special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    from vidcore_hunyuan.text import TEMPLATES
+
+    pre = pre_tokenizers.Whitespace()
+    words: list[str] = []
+    text = " ".join(t.template for t in TEMPLATES.values()) + " " + extra_text
+    for special in LLAMA_SPECIALS:
+        text = text.replace(special, " ")
+    for w, _ in pre.pre_tokenize_str(text):
+        if w not in words:
+            words.append(w)
+    vocab = {t: i for i, t in enumerate(LLAMA_SPECIALS + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre
+    tok.add_special_tokens(LLAMA_SPECIALS)
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[
+        ("<|begin_of_text|>", vocab["<|begin_of_text|>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                                   pad_token="<|end_of_text|>", unk_token="[UNK]", padding_side="right")
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def tiny_clip_tokenizer():
+    """A character-level CLIP BPE tokenizer (a handful of merges); end-of-text has the highest id, as in CLIP."""
+    from transformers import CLIPTokenizer
+
+    chars = list(_bytes_to_unicode().values())
+    merges = [("t", "h"), ("th", "e</w>"), ("a", "t</w>"), ("c", "at</w>")]
+    merged = ["th", "the</w>", "at</w>", "cat</w>"]
+    vocab_list = chars + [c + "</w>" for c in chars] + merged + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    return CLIPTokenizer(vocab=vocab, merges=merges)
