@@ -154,8 +154,11 @@ class FinalLayer(nn.Module):
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec).chunk(2, dim=-1)
         x = _modulate(x, shift, scale)
-        # The official module keeps this layer in float32 but runs it under bf16 autocast: compute in x's dtype.
-        return F.linear(x, self.linear.weight.to(x.dtype), self.linear.bias.to(x.dtype))
+        lin = self.linear
+        if type(lin) is nn.Linear and lin.weight.dtype != x.dtype:
+            # the official module keeps this layer in float32 but runs it under bf16 autocast: compute in x's dtype
+            return F.linear(x, lin.weight.to(x.dtype), lin.bias.to(x.dtype))
+        return lin(x)
 
 
 class HunyuanVideoDiT(nn.Module):
@@ -185,6 +188,11 @@ class HunyuanVideoDiT(nn.Module):
         self.final_layer = FinalLayer(h, pt * ph * pw, p.out_channels, **factory)
         self._rope_cache: dict[tuple, Rope] = {}
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype: that of the patch embedding (linear layers may be stored in fp8)."""
+        return self.img_in.proj.weight.dtype
+
     def rope(self, grid: tuple[int, int, int], device: torch.device) -> Rope:
         """cos/sin tables (T'*H'*W', head_dim/2) in float32, as the official ``get_nd_rotary_pos_embed``."""
         key = (grid, str(device))
@@ -207,18 +215,19 @@ class HunyuanVideoDiT(nn.Module):
             lengths = [int(n) for n in text_mask.sum(dim=1).tolist()]
             text_states = text_states[:, :max(lengths)]
 
-        vec2 = self.vector_in(text_states_2.to(self.vector_in.in_layer.weight.dtype))
-        vec = self.time_in(t) + vec2
+        dtype = self.dtype
+        vec2 = self.vector_in(text_states_2.to(dtype))
+        vec = self.time_in(t, dtype) + vec2
         token_replace: TokenReplace = None
         if p.token_replace:
-            token_replace = (self.time_in(torch.zeros_like(t)) + vec2, grid[1] * grid[2])
+            token_replace = (self.time_in(torch.zeros_like(t), dtype) + vec2, grid[1] * grid[2])
         if self.guidance_in is not None:
             if guidance is None:
                 raise ValueError("this HunyuanVideo DiT is guidance-distilled: pass guidance (scale x 1000)")
-            vec = vec + self.guidance_in(guidance.reshape(-1).expand(b).to(t.device))
+            vec = vec + self.guidance_in(guidance.reshape(-1).expand(b).to(t.device), dtype)
 
         img = self.img_in(x)
-        txt = self.txt_in(text_states, t, lengths)
+        txt = self.txt_in(text_states, t, lengths, dtype)
         n_img = img.shape[1]
         joint = None if lengths is None else [n_img + n for n in lengths]
         rope = self.rope(grid, x.device)

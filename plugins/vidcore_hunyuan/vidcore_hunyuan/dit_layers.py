@@ -40,8 +40,9 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden, **factory), nn.SiLU(),
                                  nn.Linear(hidden, hidden, **factory))
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+    def forward(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``dtype``: the model's compute dtype (weights may be stored in fp8 by a memory policy)."""
+        return self.mlp(timestep_embedding(t, self.freq_dim).to(dtype or self.mlp[0].weight.dtype))
 
 
 class MLPEmbedder(nn.Module):
@@ -169,13 +170,14 @@ class SingleTokenRefiner(nn.Module):
         self.c_embedder = TextProjection(in_dim, hidden, **factory)
         self.individual_token_refiner = IndividualTokenRefiner(hidden, heads, depth, mlp_ratio, **factory)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, lengths: Sequence[int] | None) -> torch.Tensor:
-        dtype = self.input_embedder.weight.dtype
+    def forward(self, x: torch.Tensor, t: torch.Tensor, lengths: Sequence[int] | None,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+        dtype = dtype or self.input_embedder.weight.dtype
         if lengths is None:
             pooled = x.float().mean(dim=1)
         else:
             idx = torch.arange(x.shape[1], device=x.device)
             valid = (idx[None, :] < torch.tensor(list(lengths), device=x.device)[:, None]).float()[..., None]
             pooled = (x.float() * valid).sum(dim=1) / valid.sum(dim=1)
-        c = self.t_embedder(t) + self.c_embedder(pooled.to(dtype))
+        c = self.t_embedder(t, dtype) + self.c_embedder(pooled.to(dtype))
         return self.individual_token_refiner(self.input_embedder(x.to(dtype)), c, lengths)
