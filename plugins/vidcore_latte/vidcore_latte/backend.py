@@ -1,0 +1,183 @@
+"""`LatteBackend`: a trained Latte model file behind the core's generic pipeline.
+
+The whole model lives in one safetensors file whose metadata holds its
+`ModelConfig` (see `vidcore_latte.system`). The embedded demo ships that file
+inside this package, so ``vidcore generate "a red circle moving right"`` needs
+no checkpoint; other Latte models are loaded from ``--ckpt DIR`` holding
+``model.safetensors`` (what ``vidcore train --export`` writes).
+
+Prediction (task ``predict``): the past frames enter the denoiser as extra
+input channels concatenated to the noisy latents (their clean values plus a
+0/1 mask saying which frames are given), not by masking the noise. The given
+frames are pasted back unchanged into the output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vidcore.backend import Backend, Conditions, Defaults, Expert, Frames, Inputs, Sizes
+from vidcore.errors import CheckpointError, InvalidRequestError
+
+from .system import ModelConfig, build_components, load_model, read_config
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MAX_CONTEXT = 8  # past frames the demo model was trained to continue from
+
+
+def ceil_to(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+class LatteBackend(Backend):
+    """A Latte DiT / U-Net model file: shipped (``weights``) or found as ``ckpt_dir/model.safetensors``."""
+
+    components = ("text_encoder", "denoiser", "vae")
+    layout = None
+
+    def __init__(self, name: str, description: str, defaults: Defaults, *, weights: Path | None = None,
+                 tasks: tuple[str, ...] = ("t2v", "predict"), sizes: Sizes | None = None,
+                 frames: Frames | None = None, model_config: ModelConfig | None = None):
+        self.name, self.description, self.defaults, self.tasks = name, description, defaults, tasks
+        self.weights = weights
+        self.components = ("text_encoder", "denoiser") if weights is not None else ("text_encoder", "denoiser", "vae")
+        self.sizes = sizes or Sizes(allowed=(defaults.size,))
+        self.frames = frames or Frames(step=1, offset=0, min=2, max=defaults.frames)
+        self._config = model_config
+
+    # -- loading -----------------------------------------------------------------------------
+    def model_file(self, ckpt_dir: Path | None) -> Path:
+        if ckpt_dir is not None:
+            path = Path(ckpt_dir)
+            path = path if path.is_file() else path / "model.safetensors"
+            if not path.exists():
+                raise CheckpointError(f"{path} not found; a Latte checkpoint folder holds model.safetensors "
+                                      "(write one with `vidcore train ... --export DIR/model.safetensors`)")
+            return path
+        if self.weights is None:
+            raise InvalidRequestError(f"backend {self.name!r} needs --ckpt DIR holding model.safetensors")
+        if not self.weights.exists():
+            raise CheckpointError(f"the shipped weights {self.weights} are missing; reinstall vidcore-latte")
+        return self.weights
+
+    def model_config(self, ckpt_dir: Path | None = None) -> ModelConfig:
+        if ckpt_dir is None and self._config is not None:
+            return self._config
+        return read_config(self.model_file(ckpt_dir))
+
+    def build(self, device="meta", dtype=None):
+        return build_components(self.model_config(), device, dtype)
+
+    def load(self, ckpt_dir, placement):
+        path = self.model_file(ckpt_dir)
+        components, config = load_model(path, placement=placement)
+        self._config = config
+        return components
+
+    # -- the pipeline's questions --------------------------------------------------------------
+    def encode_components(self, request) -> list[str]:
+        """Only the text encoder runs while encoding (past frames need no network in pixel space)."""
+        return ["text_encoder"] if self.model_config().text is not None else []
+
+    def validate(self, request, inputs: Inputs) -> None:
+        if request.task == "predict":
+            video = inputs.video
+            if video is None or video.shape[0] < 1:
+                raise InvalidRequestError("prediction needs at least one past frame in --video")
+            h, w = video.shape[1:3]
+            if (w, h) != (request.width, request.height):
+                raise InvalidRequestError(f"--video is {w}x{h} but the model makes {request.width}x"
+                                          f"{request.height}; resize the clip first")
+            if context_frames(video.shape[0], request.frames) >= request.frames:
+                raise InvalidRequestError(f"--frames {request.frames} leaves nothing to predict after the "
+                                          f"{context_frames(video.shape[0], request.frames)} given frames; "
+                                          "ask for more frames")
+
+    def _grid(self, request) -> tuple[int, int]:
+        """(temporal multiple, frames the denoiser runs on) for a request."""
+        cfg = self.model_config()
+        tmult = cfg.dit_config().temporal_patch if cfg.denoiser == "dit" else 1
+        return tmult, ceil_to(request.frames, tmult)
+
+    def validate_frames(self, request) -> None:
+        cfg = self.model_config()
+        if cfg.vae is not None:
+            from .models.vae import VAEConfig
+
+            f = VAEConfig(**cfg.vae).temporal_factor
+            if (request.frames - 1) % f:
+                raise InvalidRequestError(f"this latent model makes {f}n+1 frames; --frames {request.frames} "
+                                          "does not fit")
+
+    def latent_shape(self, request) -> tuple[int, ...]:
+        self.validate_frames(request)
+        cfg = self.model_config()
+        shape, _ = latent_layout(cfg, request.frames, request.height, request.width)
+        return shape
+
+    def encode(self, components, request, inputs: Inputs, device) -> Conditions:
+        enc = components.get("text_encoder")
+        cond: dict = {}
+        uncond: dict = {}
+        if enc is not None:
+            cond["context"] = enc.encode([request.prompt], device)
+            uncond["context"] = enc.encode([request.negative or ""], device)
+        if request.task == "predict":
+            if self.model_config().vae is not None:
+                raise InvalidRequestError("prediction is implemented for pixel-space Latte models only")
+            frames, mask = self.context(inputs.video, request)
+            for d in (cond, uncond):
+                d["cond_frames"], d["cond_mask"] = frames.to(device), mask.to(device)
+        return Conditions(cond, uncond)
+
+    def context(self, video: torch.Tensor, request) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last (up to 8) given frames as denoiser channels (1, 3, T, H, W) in [-1, 1] and their mask."""
+        _, frames = self._grid(request)
+        k = context_frames(video.shape[0], request.frames)
+        past = video[-k:].permute(3, 0, 1, 2).float() / 127.5 - 1
+        x = torch.zeros(1, 3, frames, request.height, request.width)
+        x[0, :, :k] = past
+        mask = torch.zeros(1, 1, frames, 1, 1)
+        mask[:, :, :k] = 1
+        return x, mask
+
+    def experts(self, components, request) -> list[Expert]:
+        return [Expert("denoiser", "denoiser", components["denoiser"], self.model_config().prediction)]
+
+    def decode(self, components, latents, request) -> torch.Tensor:
+        cfg = self.model_config()
+        if cfg.vae is not None:
+            vae = components["vae"]
+            latents = vae.decode((latents / cfg.latent_scale + cfg.latent_shift).to(next(vae.parameters()).dtype),
+                                 chunk=2)
+        x = latents.float().clamp(-1, 1)[:, :, : request.frames]
+        if request.task == "predict" and request.video is not None:
+            from vidcore.video import read_video
+
+            video, _ = read_video(request.video)
+            k = context_frames(video.shape[0], request.frames)
+            x[:, :, :k] = video[-k:].permute(3, 0, 1, 2).float().to(x.device) / 127.5 - 1
+        return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
+
+
+def latent_layout(config: ModelConfig, frames: int, height: int, width: int | None = None
+                  ) -> tuple[tuple[int, int, int, int], int]:
+    """(shape (C, T, H, W) the denoiser samples, T) for a clip of ``frames`` frames."""
+    width = width or height
+    if config.vae is not None:
+        from .models.vae import VAEConfig
+
+        vc = VAEConfig(**config.vae)
+        t = vc.latent_frames(frames)
+        f = vc.spatial_factor
+        return (vc.latent_channels, t, height // f, width // f), t
+    tmult = config.dit_config().temporal_patch if config.denoiser == "dit" else 1
+    t = ceil_to(frames, tmult)
+    return (config.channels, t, height, width), t
+
+
+def context_frames(given: int, total: int) -> int:
+    """How many of the given frames condition a prediction of ``total`` frames."""
+    return max(1, min(given, MAX_CONTEXT, total - 1))

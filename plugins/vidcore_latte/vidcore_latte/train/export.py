@@ -1,0 +1,34 @@
+"""Write a run's EMA weights as one model file (what backends and `vidcore eval` load)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..system import save_model
+
+
+def export_ema(trainer, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    comps = trainer.ema_components()
+    trained = {k: v for k, v in comps.items() if k not in trainer.frozen}
+    state = {f"{n}.{k}": v for n, m in trained.items() for k, v in m.state_dict().items()}
+    if "vae" in trainer.frozen:
+        state.update({f"vae.{k}": v for k, v in trainer.frozen["vae"].state_dict().items()})
+    save_model(path, comps, trainer.config.model, state=state,
+               extra={"train_config": json.dumps(trainer.config.to_dict()), "step": str(trainer.step)})
+    return path
+
+
+def export_checkpoint(checkpoint_dir: str | Path, path: str | Path, ema: bool = True) -> Path:
+    """Copy a checkpoint's (EMA) weights, config and step to a standalone model file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = Path(checkpoint_dir) / ("ema.safetensors" if ema else "model.safetensors")
+    with safe_open(str(src), "pt") as f:
+        meta = f.metadata()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(load_file(str(src)), str(path), metadata=meta)
+    return Path(path)
