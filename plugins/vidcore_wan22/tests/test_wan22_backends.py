@@ -6,7 +6,7 @@ import pytest
 import torch
 from vidcore_wan22 import conditioning as cond
 from vidcore_wan22.backends import BACKENDS, NEGATIVE
-from wan22_helpers import manifest
+from wan22_helpers import manifest, one_thread  # noqa: F401
 
 from vidcore.errors import InvalidRequestError
 

@@ -6,7 +6,7 @@ import torch
 from vidcore_wan22 import keymaps
 from vidcore_wan22.configs import DIT, DiTParams
 from vidcore_wan22.dit import WanModel, sinusoidal_embedding
-from wan22_helpers import manifest
+from wan22_helpers import manifest, one_thread  # noqa: F401
 
 CASES = [
     ("t2v-A14B", "wan22_t2v_a14b_dit.json", "diffusers_wan_a14b_transformer.json"),

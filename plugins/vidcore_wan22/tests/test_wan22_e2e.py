@@ -12,7 +12,7 @@ import pytest
 import torch
 from vidcore_wan22.backends import WanBackend
 from vidcore_wan22.t5 import WanTokenizer
-from wan22_helpers import TinyPlugin, tiny_specs, write_official_checkpoint
+from wan22_helpers import TinyPlugin, one_thread, tiny_specs, write_official_checkpoint  # noqa: F401
 
 import vidcore
 from vidcore import plugins

@@ -6,7 +6,7 @@ import torch
 from vidcore_wan22 import keymaps
 from vidcore_wan22.configs import T5, T5Params
 from vidcore_wan22.t5 import UMT5Encoder, WanTokenizer
-from wan22_helpers import manifest
+from wan22_helpers import manifest, one_thread  # noqa: F401
 
 
 def test_full_size_matches_manifest():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -96,3 +98,14 @@ def write_official_checkpoint(backend, folder: Path, seed: int = 0) -> dict:
         (d / "config.json").write_text(json.dumps({"_class_name": "WanModel"}))
     write_tokenizer(folder / "google" / "umt5-xxl")
     return states
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is several times faster than two on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
