@@ -24,7 +24,9 @@ def _churn(x, sigma, schedule, i, n, generator, s_churn, s_tmin, s_tmax, s_noise
         return x, sigma
     sigma_hat = sigma * (1 + gamma)
     if schedule.kind == "flow":
-        sigma_hat = min(sigma_hat, 1.0 - 1e-6)
+        sigma_hat = min(sigma_hat, 1.0 - 1e-6)  # a flow state cannot be noisier than pure noise
+        if sigma_hat <= sigma:
+            return x, sigma
     a, s = schedule.alpha_sigma(sigma)
     a_hat, s_hat = schedule.alpha_sigma(sigma_hat)
     scale = a_hat / a  # flow states shrink x0's share as noise grows

@@ -50,6 +50,12 @@ def _coefficients(lad: Ladder, t: int, s0: int, history: list[int], ms: list[tor
     return h_phi_1, b_h, torch.stack(R), torch.stack(b).to(device), d1s
 
 
+def _combine(rhos: torch.Tensor, d1s: list[torch.Tensor]) -> torch.Tensor:
+    """sum_k rhos[k] * d1s[k], through the same einsum as the reference code (so the same rounding)."""
+    stacked = torch.stack(d1s, dim=1)
+    return torch.einsum("k,bkc...->bc..." if stacked.dim() >= 3 else "k,bk->b", rhos, stacked)
+
+
 def _predict(x, lad, i, ms, order, variant):
     """UniP: from x at sigma[i] to sigma[i + 1] using the last ``order`` data predictions."""
     history = [i - k for k in range(1, order)]
@@ -61,7 +67,7 @@ def _predict(x, lad, i, ms, order, variant):
             rhos = torch.full((1,), 0.5, dtype=x.dtype, device=x.device)
         else:
             rhos = torch.linalg.solve(R[:-1, :-1], b[:-1]).to(x.device).to(x.dtype)
-        x_t = x_t - a_t * b_h * torch.einsum("k,bkc...->bc...", rhos, torch.stack(d1s, dim=1))
+        x_t = x_t - a_t * b_h * _combine(rhos, d1s)
     return x_t.to(x.dtype)
 
 
@@ -77,7 +83,7 @@ def _correct(x_prev, x_t, model_t, lad, i, ms, order, variant):
     base = lad.sigma[i] / lad.sigma[i - 1] * x_prev - a_t * h_phi_1 * ms[-1]
     corr = rhos[-1] * (model_t - ms[-1])
     if d1s:
-        corr = torch.einsum("k,bkc...->bc...", rhos[:-1], torch.stack(d1s, dim=1)) + corr
+        corr = _combine(rhos[:-1], d1s) + corr
     return (base - a_t * b_h * corr).to(x_prev.dtype)
 
 
