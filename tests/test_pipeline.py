@@ -89,3 +89,42 @@ def test_run_record_holds_what_reproduces_the_run(toy_ckpt):
     assert files and all("sha256" in str(f) for f in (files if isinstance(files, list) else files.values()))
     assert rec["wall_time_s"] > 0 and "process_peak_rss_gib" in rec["peak_memory"]
     assert rec["memory"]["preset"] == "resident" and rec["device"]["type"] == "cpu"
+
+
+def test_lora_changes_the_video_is_recorded_and_replays(toy_ckpt, tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from vidcore.cli import main
+    from vidcore.video import read_video
+
+    g = torch.Generator().manual_seed(0)
+    lora = tmp_path / "style.safetensors"
+    save_file({"blocks.0.film.lora_A.weight": torch.randn(2, 9, generator=g),
+               "blocks.0.film.lora_B.weight": torch.randn(6, 2, generator=g)}, str(lora))
+    pipe = vidcore.load("toy", toy_ckpt, device="cpu")
+    plain = pipe("x", seed=2)
+    pipe.load_lora(lora, scale=0.8)
+    styled = pipe("x", seed=2)
+    assert not torch.equal(plain.frames, styled.frames)
+    assert styled.record["loras"][0]["scale"] == 0.8 and styled.record["loras"][0]["components"] == ["denoiser"]
+
+    out = tmp_path / "a.mp4"
+    base = ["--backend", "toy", "--ckpt", str(toy_ckpt), "--quiet", "--device", "cpu"]
+    assert main(["generate", "x", *base, "--seed", "2", "--lora", f"{lora}:0.8", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["loras"][0]["path"] == str(lora)
+    assert main(["generate", "--from-record", str(out.with_suffix(".json")), "--out", str(tmp_path / "b.mp4"),
+                 "--quiet", "--device", "cpu"]) == 0
+    assert torch.equal(read_video(out)[0], read_video(tmp_path / "b.mp4")[0])
+    capsys.readouterr()
+    assert main(["generate", "x", *base, "--lora", str(tmp_path / "missing.safetensors"),
+                 "--out", str(tmp_path / "c.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_offload_preset_gives_the_same_video_on_a_two_expert_model(toy_moe_ckpt):
+    a = vidcore.load("toy-moe", toy_moe_ckpt, device="cpu")("x", seed=5)
+    with vidcore.load("toy-moe", toy_moe_ckpt, memory="offload", device="cpu") as pipe:
+        b = pipe("x", seed=5)
+    assert torch.equal(a.frames, b.frames)

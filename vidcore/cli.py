@@ -91,11 +91,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_output_path(out, suffix=".mp4", overwrite=args.overwrite)
     get_policy(memory, parse_dtype(dtype))
     inputs = load_inputs(backend, req)
+    loras = [_parse_lora(spec) for spec in (args.lora or [])]
+    if args.from_record and not loras:
+        loras = [(r["path"], float(r["scale"]), r.get("mode", "hook")) for r in record.get("loras", [])]
+    for path, _, _ in loras:
+        if not Path(path).is_file():
+            raise VidcoreError(f"LoRA file {path!r} does not exist")
     pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=args.device)
+    for path, scale, mode in loras:
+        pipe.load_lora(path, scale=scale, mode=mode)
     video = pipe.run(req, inputs, progress=False if args.quiet else None)
     path = video.save(out, overwrite=args.overwrite)
     _out(str(path))
     return 0
+
+
+def _parse_lora(spec: str) -> tuple[str, float, str]:
+    """``PATH`` or ``PATH:SCALE`` (the scale defaults to 1)."""
+    path, sep, scale = spec.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(scale), "hook"
+        except ValueError:
+            pass
+    return spec, 1.0, "hook"
 
 
 # -- download / inspect / verify --------------------------------------------------------------
@@ -249,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available)")
     p.add_argument("--out", metavar="PATH.mp4")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help="apply a LoRA file (repeatable)")
     p.add_argument("--from-record", metavar="RUN.json", help="reproduce the run a record describes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)

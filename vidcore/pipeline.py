@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .backend import Backend, Components, Inputs
+from .cache import reset_step_caches
 from .errors import InvalidRequestError
 from .memory import MemoryPolicy, get_policy
 from .plugins import backend_plugin, get_backend
@@ -75,6 +76,7 @@ class Pipeline:
         self.device, self.dtype, self.ckpt_dir = device, dtype, ckpt_dir
         self.checkpoint = checkpoint
         self.memory_name = memory_name
+        self.loras: list[dict[str, Any]] = []
 
     # -- public API -------------------------------------------------------------------------
     def __call__(self, prompt: str = "", *, callback: StepCallback | None = None, progress: bool | None = None,
@@ -113,7 +115,10 @@ class Pipeline:
         noise = backend.initial_noise(req, self.device)
         schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)
         experts = backend.experts(self.components, req)
-        switch = _ComponentSwitch(policy, {e.name: e.component for e in experts})
+        component_of = {e.name: e.component for e in experts}
+        for comp in dict.fromkeys(component_of.values()):
+            reset_step_caches(self.components[comp])
+        switch = _ComponentSwitch(policy, component_of)
         model = Experts([(e.name, wrap_network(e.network, e.prediction, schedule), e.boundary) for e in experts],
                         on_switch=switch)
         guidance = Guidance(scale=req.guidance, batched=policy.batched_guidance, **req.guidance_options)
@@ -127,7 +132,17 @@ class Pipeline:
         step_times: list[float] = []
         last = [time.perf_counter()]
 
+        sigmas = schedule.sigmas
+
+        def prefetch_before_switch(i: int) -> None:
+            """While step i runs, put the expert of step i+1 in flight if it differs (no stall at the switch)."""
+            if i + 1 < len(sigmas) - 1:
+                now_e, next_e = model.expert_for(sigmas[i]), model.expert_for(sigmas[i + 1])
+                if next_e != now_e:
+                    policy.prefetch(component_of[next_e])
+
         def on_step(info: dict[str, Any]) -> None:
+            prefetch_before_switch(int(info["i"]) + 1)
             now = time.perf_counter()
             step_times.append(now - last[0])
             last[0] = now
@@ -139,6 +154,7 @@ class Pipeline:
         try:
             with torch.no_grad():
                 switch(model.expert_for(schedule.sigmas[0]))
+                prefetch_before_switch(0)
                 x = schedule.prior(noise)
                 latents = sampler(guided, x, schedule, callback=on_step, generator=generator, **req.sampler_options)
         finally:
@@ -160,6 +176,26 @@ class Pipeline:
         record = self._record(req, time.perf_counter() - t_start, timings)
         return Video(frames[0].cpu(), req.fps, record)
 
+    def load_lora(self, path: str | Path, *, scale: float = 1.0, components: list[str] | None = None,
+                  mode: str = "hook") -> None:
+        """Apply a LoRA file (PEFT/diffusers or kohya names) to the denoiser(s), on the fly or merged."""
+        from .lora import apply_lora_to
+
+        targets = components or [c for c in self.backend.components
+                                 if not c.startswith(("text_encoder", "image_encoder", "vae"))]
+        apply_lora_to(self.policy, targets, path, scale=scale, mode=mode)
+        self.loras.append({"path": str(path), "scale": scale, "mode": mode, "components": targets})
+
+    def close(self) -> None:
+        """Release what the memory policy holds (hooks, device copies of streamed blocks)."""
+        self.policy.teardown()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- helpers ----------------------------------------------------------------------------
     def _record(self, req: Request, wall: float, timings: dict[str, float]) -> dict[str, Any]:
         from .records import make_record
@@ -171,9 +207,11 @@ class Pipeline:
         ckpt = dict(self.checkpoint or {})
         if self.ckpt_dir is not None:
             ckpt.setdefault("dir", str(self.ckpt_dir))
-        return make_record(request=req.to_dict(), plugin=plugin, memory=dict(self.policy.describe(),
-                           preset=self.memory_name), dtype=dtype_name(self.dtype), device=self.device,
-                           checkpoint=ckpt or None, wall_time_s=wall, timings=timings)
+        rec = make_record(request=req.to_dict(), plugin=plugin, memory=dict(self.policy.describe(),
+                          preset=self.memory_name), dtype=dtype_name(self.dtype), device=self.device,
+                          checkpoint=ckpt or None, wall_time_s=wall, timings=timings)
+        rec["loras"] = list(self.loras)
+        return rec
 
 
 def backend_encode_components(backend: Backend, req: Request) -> list[str]:
@@ -185,6 +223,21 @@ def backend_encode_components(backend: Backend, req: Request) -> list[str]:
     if req.task in ("i2v", "ti2v", "predict") and "vae" in backend.components:
         names.append("vae")
     return names
+
+
+def apply_vae_switches(components: Components, policy: MemoryPolicy) -> None:
+    """Turn on the VAE tiling/chunking a policy asks for, on VAEs that expose ``tiling``/``chunked``.
+
+    The convention for plugin VAEs: a boolean-ish ``tiling`` attribute (spatial tiles) and a
+    ``chunked`` attribute (temporal chunks); a policy only ever switches them on.
+    """
+    for name, module in components.items():
+        if not name.startswith("vae"):
+            continue
+        if policy.vae_tiling and hasattr(module, "tiling") and not module.tiling:
+            module.tiling = True
+        if policy.vae_chunking and hasattr(module, "chunked") and not module.chunked:
+            module.chunked = True
 
 
 def _progress_bar(total: int, progress: bool | None, desc: str):
@@ -213,8 +266,8 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
     checkpoint: dict[str, Any] | None = None
     if b.layout is not None:
         from .checkpoints import fingerprint
-        from .manifest import verify as verify_dir
         from .hub import resolve_checkpoint
+        from .manifest import verify as verify_dir
 
         ckpt_dir = resolve_checkpoint(b, ckpt)
         if verify:
@@ -227,6 +280,7 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
     t0 = time.perf_counter()
     components = b.load(ckpt_dir, policy.placement(dev, b.default_dtype if wdtype is None else wdtype))
     policy.setup(components, dev)
+    apply_vae_switches(components, policy)
     for module in components.values():
         module.eval().requires_grad_(False)
     log.info("loaded %s in %.1f s (memory=%s, dtype=%s, device=%s)", b.name, time.perf_counter() - t0,
