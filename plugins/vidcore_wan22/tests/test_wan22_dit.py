@@ -140,3 +140,22 @@ def test_bf16_autocast_keeps_fp32_residual_and_output():
     assert out.dtype == torch.float32 and seen[0] == torch.float32
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()  # bf16 matmuls, close to fp32
     assert not torch.equal(out, ref)
+
+
+def test_fp8_and_hooked_linears_still_run():
+    """Layers changed by a memory policy (fp8) or LoRA hooks are called as themselves in the fp32 paths."""
+    from vidcore.memory.fp8 import quantize_fp8_
+
+    torch.manual_seed(0)
+    m = WanModel(TINY).eval()
+    x, ctx, t = torch.randn(1, TINY.in_dim, 1, 2, 2), torch.randn(1, 4, TINY.text_dim), torch.tensor([10.0])
+    with torch.no_grad():
+        ref = m(x, t, ctx)
+        calls = []
+        h = m.time_projection[1].register_forward_hook(lambda mod, i, o: calls.append(1))
+        torch.testing.assert_close(m(x, t, ctx), ref)
+        assert calls
+        h.remove()
+        quantize_fp8_(m, compute_dtype=torch.float32)
+        out = m(x, t, ctx)
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()

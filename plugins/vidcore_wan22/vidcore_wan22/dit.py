@@ -39,9 +39,19 @@ def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
 
 
 def linear_fp32(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """A linear layer evaluated in float32 whatever the weights' dtype (official: autocast(float32))."""
-    bias = module.bias.float() if module.bias is not None else None
-    return F.linear(x.float(), module.weight.float(), bias)
+    """A linear layer evaluated in float32 whatever the weights' dtype (official: autocast(float32)).
+
+    A plain layer is computed here with its weights upcast. A layer that a
+    memory policy or LoRA has changed (fp8 storage, forward hooks) is called
+    as itself so those changes apply; its output is then only as precise as
+    that layer computes it.
+    """
+    if type(module) is nn.Linear and not module._forward_hooks and not module._forward_pre_hooks:
+        bias = module.bias.float() if module.bias is not None else None
+        return F.linear(x.float(), module.weight.float(), bias)
+    w = module.weight
+    dtype = w.dtype if w.dtype in (torch.float32, torch.float16, torch.bfloat16) else x.dtype
+    return module(x.to(dtype)).float()
 
 
 def _no_autocast(device: torch.device):
