@@ -149,12 +149,27 @@ def _call_forced(chosen: AttentionBackend, q: torch.Tensor, mask: torch.Tensor |
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
-              scale: float | None = None, causal: bool = False, backend: str | None = None) -> torch.Tensor:
+              scale: float | None = None, causal: bool = False, backend: str | None = None,
+              sequence_parallel: bool = False, replicated_tokens: int = 0) -> torch.Tensor:
     """Attention over (B, H, L, D) tensors; ``mask`` is boolean (True = attend) or additive.
 
     Prefer `attention_varlen` to a padding mask: a mask rules out the fastest
     kernels (flash-attn, and it slows cuDNN by about a third on an H100).
+
+    ``sequence_parallel=True`` marks a self-attention over the tokens a
+    sharded `BlockStack` splits across ranks (`vidcore.distributed`): inside
+    such a stack it attends over every rank's tokens (Ulysses / ring); anywhere
+    else it changes nothing. ``replicated_tokens``: the last N tokens are not
+    sharded but held whole by every rank (e.g. joint text tokens).
     """
+    if sequence_parallel:
+        from .distributed.context import current
+
+        sp = current()
+        if sp is not None:
+            if mask is not None or causal:
+                raise AttentionBackendError("sequence-parallel attention takes no mask and is not causal")
+            return sp.attention(q, k, v, scale=scale, backend=backend, replicated=replicated_tokens)
     chosen, auto = _pick(q, k, v, mask, backend)
 
     def call(b: AttentionBackend) -> torch.Tensor:
