@@ -77,3 +77,57 @@ def tiny_clip_tokenizer():
     vocab_list = chars + [c + "</w>" for c in chars] + merged + ["<|startoftext|>", "<|endoftext|>"]
     vocab = {t: i for i, t in enumerate(vocab_list)}
     return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+# -- a tiny backend and a tiny random checkpoint in the official folder layout --------------------------------
+def tiny_t2v_spec(tokenizer, name: str = "hunyuan-tiny-t2v"):
+    import dataclasses
+
+    from vidcore_hunyuan.backends import NEGATIVE, HunyuanSpec, _defaults
+    from vidcore_hunyuan.text import TEMPLATES
+
+    def tiny(tpl):
+        return dataclasses.replace(tpl, crop_start=len(tokenizer(tpl.template.split("{}")[0])["input_ids"]))
+
+    ctok = tiny_clip_tokenizer()
+    clip = {**TINY_CLIP, "vocab_size": len(ctok), "eos_token_id": ctok.eos_token_id, "bos_token_id": ctok.bos_token_id,
+            "pad_token_id": ctok.pad_token_id}
+    return HunyuanSpec(name, "tiny random HunyuanVideo (tests only)", ("t2v",), _defaults(7.0, NEGATIVE),
+                       dit=TINY_DIT, vae=TINY_VAE, llm={**TINY_LLAMA, "vocab_size": len(tokenizer)}, clip=clip,
+                       template=tiny(TEMPLATES["dit-llm-encode-video"]),
+                       image_template=tiny(TEMPLATES["dit-llm-encode"]),
+                       text_len=24, sizes=((64, 48), (48, 64)))
+
+
+def write_tiny_checkpoint(root, spec, llm_tokenizer, seed: int = 0):
+    """Random weights for ``spec`` saved as the official release lays them out (wrappers included)."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaForCausalLM
+    from vidcore_hunyuan.dit import HunyuanVideoDiT
+    from vidcore_hunyuan.vae import HunyuanVideoVAE
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    d = root / spec.dit_folder
+    (d / "transformers").mkdir(parents=True)
+    (d / "vae").mkdir(parents=True)
+    dit = HunyuanVideoDiT(spec.dit)
+    with torch.no_grad():  # the official init zeroes modulations and the final layer: make everything matter
+        for p in dit.parameters():
+            p.copy_(torch.randn(p.shape) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05) + (p.ndim == 1) * 0.0)
+        for name, p in dit.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+    torch.save({"module": dit.state_dict()}, d / "transformers" / "mp_rank_00_model_states.pt")
+    vae = HunyuanVideoVAE(spec.vae)
+    torch.save({"state_dict": {f"vae.{k}": v for k, v in vae.state_dict().items()}}, d / "vae" / "pytorch_model.pt")
+    (d / "vae" / "config.json").write_text(json.dumps({"latent_channels": spec.vae.latent_channels,
+                                                        "block_out_channels": list(spec.vae.block_out_channels)}))
+    LlamaForCausalLM(LlamaConfig(**spec.llm)).save_pretrained(root / spec.text_folder)
+    llm_tokenizer.save_pretrained(root / spec.text_folder)
+    CLIPTextModel(CLIPTextConfig(**spec.clip)).save_pretrained(root / "text_encoder_2")
+    tiny_clip_tokenizer().save_pretrained(root / "text_encoder_2")
+    return root

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 from hunyuan_tiny import TINY_CLIP, TINY_LLAMA, tiny_clip_tokenizer, tiny_llm_tokenizer
-from vidcore_hunyuan.text import TEMPLATES, CLIPTextEncoder, LLMTextEncoder, PromptTemplate, clip_key_map, llm_key_map
+from vidcore_hunyuan.text import TEMPLATES, CLIPTextEncoder, LLMTextEncoder, PromptTemplate, match_names
 
 diffusers = pytest.importorskip("diffusers")
 PROMPTS = ["a cat surfing a wave at sunset", "the video of a cat"]
@@ -62,21 +62,22 @@ def test_skip_layer_and_crop_are_the_official_ones():
     assert not torch.allclose(states, full[-1][:, tpl.crop_start:])
 
 
-def test_key_maps_accept_official_folders():
-    llm_names = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight",
-                 "lm_head.weight"]
-    assert llm_key_map(llm_names) == {"model.embed_tokens.weight": "model.embed_tokens.weight",
-                                      "model.layers.0.self_attn.q_proj.weight":
-                                          "model.layers.0.self_attn.q_proj.weight",
-                                      "model.norm.weight": "model.norm.weight", "lm_head.weight": None}
-    assert llm_key_map(["layers.1.mlp.up_proj.weight"]) == {"layers.1.mlp.up_proj.weight":
-                                                            "model.layers.1.mlp.up_proj.weight"}
-    clip = clip_key_map(["text_model.embeddings.token_embedding.weight", "vision_model.post_layernorm.weight",
-                         "text_projection.weight", "logit_scale", "text_model.embeddings.position_ids"])
-    assert clip == {"text_model.embeddings.token_embedding.weight":
-                    "model.text_model.embeddings.token_embedding.weight",
-                    "vision_model.post_layernorm.weight": None, "text_projection.weight": None,
-                    "logit_scale": None, "text_model.embeddings.position_ids": None}
+def test_key_maps_accept_official_and_transformers_folders():
+    llm, clip, _ = _encoders()
+    mods = list(llm.state_dict())
+    # text_encoder/ as the official preprocessing saved it (a LlamaForCausalLM: model.* + lm_head) ...
+    old = {n: "model." + n[len("model."):] for n in mods}
+    assert match_names(list(old) + ["lm_head.weight"], mods) == {**{k: k for k in mods}, "lm_head.weight": None}
+    # ... or a bare LlamaModel
+    bare = [n[len("model."):] for n in mods]
+    assert match_names(bare, mods) == dict(zip(bare, mods))
+    # text_encoder_2/: the full openai CLIPModel (text_model.* beside a vision tower and projections)
+    cmods = list(clip.state_dict())
+    ck = ["text_model." + n.split("model.", 1)[1].removeprefix("text_model.") for n in cmods]
+    extra = ["vision_model.post_layernorm.weight", "text_projection.weight", "logit_scale",
+             "text_model.embeddings.position_ids"]
+    got = match_names(ck + extra, cmods)
+    assert [got[k] for k in ck] == cmods and all(got[k] is None for k in extra)
 
 
 def test_official_template_crop_values():

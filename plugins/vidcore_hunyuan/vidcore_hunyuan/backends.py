@@ -33,7 +33,7 @@ from vidcore.errors import CheckpointError, InvalidRequestError
 from .buckets import I2V_BASE, BucketSizes, closest_bucket, crop_size_list, t2v_sizes
 from .dit import HunyuanVideoDiT
 from .image import clip_pixels, resize_center_crop
-from .llava import I2V_TEMPLATES, LLAVA_LLAMA3_CONFIG, LlavaTextEncoder, llava_key_map
+from .llava import I2V_TEMPLATES, LLAVA_LLAMA3_CONFIG, LlavaTextEncoder
 from .params import DIT_VARIANTS, VAE_884_16C, DiTParams, VAEParams
 from .text import (
     CLIP_L_TEXT_CONFIG,
@@ -41,9 +41,9 @@ from .text import (
     TEMPLATES,
     CLIPTextEncoder,
     LLMTextEncoder,
-    clip_key_map,
-    llm_key_map,
+    PromptTemplate,
     load_tokenizer,
+    match_names,
 )
 from .vae import OFFICIAL_TILING, HunyuanVideoVAE
 
@@ -69,8 +69,8 @@ class HunyuanSpec:
     repo_id: str = "tencent/HunyuanVideo"
     dit_folder: str = "hunyuan-video-t2v-720p"
     text_folder: str = "text_encoder"
-    template: str = "dit-llm-encode-video"  # prompt template for videos
-    image_template: str = "dit-llm-encode"  # ... and for a single frame
+    template: str | PromptTemplate = "dit-llm-encode-video"  # prompt template (or its name) for videos
+    image_template: str | PromptTemplate = "dit-llm-encode"  # ... and for a single frame
     text_len: int = 256
     skip_layer: int = 2
     stability: bool = False  # I2V --i2v-stability: start from 0.999 noise + 0.001 image latent
@@ -158,11 +158,20 @@ class HunyuanBackend(Backend):
             if any(v.startswith("vae.") for v in names2.values()):
                 return {n: (v[4:] if v.startswith("vae.") else None) for n, v in names2.items()}  # type: ignore
             return names2
-        if component == "text_encoder":
-            return (llava_key_map if self.spec.i2v else llm_key_map)(names)  # type: ignore[return-value]
-        if component == "text_encoder_2":
-            return clip_key_map(names)  # type: ignore[return-value]
+        if component in ("text_encoder", "text_encoder_2"):  # transformers folders: match by canonical names
+            return match_names(names, self._module_names(component))  # type: ignore[return-value]
         return {n: n for n in names}
+
+    def _module_names(self, component: str) -> list[str]:
+        cache = self.__dict__.setdefault("_names", {})
+        if component not in cache:
+            s = self.spec
+            if component == "text_encoder":
+                module = LlavaTextEncoder(s.llm, "meta") if s.i2v else LLMTextEncoder(s.llm, "meta")
+            else:
+                module = CLIPTextEncoder(s.clip, "meta")
+            cache[component] = list(module.state_dict())
+        return cache[component]
 
     def load(self, ckpt_dir: Path | None, placement: Placement) -> Components:
         """The core recipe; text encoders and VAE in fp16 (official precisions), tokenizers from the folder."""
@@ -241,10 +250,10 @@ class HunyuanBackend(Backend):
         llm, clip = components["text_encoder"], components["text_encoder_2"]
         if s.i2v:
             pixels = clip_pixels(llm.image_processor, image)
-            states, mask = llm.encode([prompt], pixels, I2V_TEMPLATES[s.template], text_len=s.text_len,
+            states, mask = llm.encode([prompt], pixels, _template(s.template, I2V_TEMPLATES), text_len=s.text_len,
                                       skip_layer=s.skip_layer)
         else:
-            tpl = TEMPLATES[s.template if req.frames > 1 else s.image_template]
+            tpl = _template(s.template if req.frames > 1 else s.image_template, TEMPLATES)
             states, mask = llm.encode([prompt], tpl, text_len=s.text_len, skip_layer=s.skip_layer)
         pooled = clip.encode([prompt])
         return {"text_states": states.to(device), "text_mask": mask.to(device), "text_states_2": pooled.to(device)}
@@ -283,6 +292,10 @@ class HunyuanBackend(Backend):
         video = (video / 2 + 0.5).clamp(0, 1)  # in the VAE's dtype, as the official pipeline
         frames = (video.float() * 255).to(torch.uint8)  # truncation, as save_videos_grid's astype(uint8)
         return frames.permute(0, 2, 3, 4, 1).cpu()
+
+
+def _template(t: str | PromptTemplate, table: Mapping[str, Any]) -> Any:
+    return table[t] if isinstance(t, str) else t
 
 
 def _network(dit: HunyuanVideoDiT):

@@ -91,7 +91,8 @@ class LlavaTextEncoder(nn.Module):
         lm = self.model.language_model
         with torch.device(device):
             lm.rotary_emb = LlamaRotaryEmbedding(lm.config)
-        emb = self.model.vision_tower.vision_model.embeddings
+        tower = self.model.vision_tower
+        emb = getattr(tower, "vision_model", tower).embeddings
         emb.position_ids = torch.arange(emb.num_positions, device=device).expand((1, -1))
 
     @property
@@ -143,20 +144,3 @@ class LlavaTextEncoder(nn.Module):
         image = states[:, start:start + n_img][:, ::template.interleave]
         image_mask = mask.new_ones(image.shape[:2])
         return torch.cat([image, torch.stack(texts)], dim=1), torch.cat([image_mask, torch.stack(masks)], dim=1)
-
-
-def llava_key_map(names: Sequence[str]) -> dict[str, str | None]:
-    """``text_encoder_i2v/`` names (LlavaForConditionalGeneration, old or new transformers layout) -> ``model.*``."""
-    out: dict[str, str | None] = {}
-    for n in names:
-        if "lm_head." in n or n.endswith(("rotary_emb.inv_freq", "position_ids")):
-            out[n] = None
-        elif n.startswith("language_model.model."):
-            out[n] = "model.language_model." + n[len("language_model.model."):]
-        elif n.startswith(("language_model.", "vision_tower.", "multi_modal_projector.")):
-            out[n] = "model." + n
-        elif n.startswith("model."):
-            out[n] = n
-        else:
-            out[n] = None
-    return out

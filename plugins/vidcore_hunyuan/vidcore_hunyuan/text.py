@@ -141,7 +141,8 @@ class CLIPTextEncoder(nn.Module):
         self.tokenizer: Any = None
 
     def init_non_persistent(self, device: torch.device) -> None:
-        emb = self.model.text_model.embeddings
+        tower = getattr(self.model, "text_model", self.model)  # transformers 4.x wraps the tower, 5.x does not
+        emb = tower.embeddings
         n = emb.position_embedding.num_embeddings
         emb.position_ids = torch.arange(n, device=device).expand((1, -1))
 
@@ -157,25 +158,27 @@ class CLIPTextEncoder(nn.Module):
         return out.pooler_output
 
 
-def llm_key_map(names: Sequence[str]) -> dict[str, str | None]:
-    """Checkpoint names of ``text_encoder/`` -> ``model.*``: a saved LlamaForCausalLM (``model.`` prefix,
-    ``lm_head`` unused) or a bare LlamaModel."""
-    out: dict[str, str | None] = {}
-    for n in names:
-        if n.startswith("lm_head.") or n.endswith("rotary_emb.inv_freq"):
-            out[n] = None
-        else:
-            out[n] = "model." + (n[len("model."):] if n.startswith("model.") else n)
-    return out
+def _canon(name: str) -> str:
+    """A name with transformers' version-dependent wrappers removed (``model.`` of a CausalLM,
+    ``text_model.``/``vision_model.`` of CLIP towers, ``model.`` of a LLaVA 4.x/5.x checkpoint)."""
+    for old, new in (("language_model.model.", "language_model."), ("model.language_model.", "language_model."),
+                     ("model.vision_tower.", "vision_tower."),
+                     ("model.multi_modal_projector.", "multi_modal_projector."),
+                     ("vision_tower.vision_model.", "vision_tower."), ("text_model.", "")):
+        if name.startswith(old):
+            name = new + name[len(old):]
+    if name.startswith("model.") and not name.startswith("model.language_model."):
+        name = name[len("model."):]
+    return name
 
 
-def clip_key_map(names: Sequence[str]) -> dict[str, str | None]:
-    """Checkpoint names of ``text_encoder_2/`` (a full CLIPModel or a CLIPTextModel) -> ``model.text_model.*``;
-    the vision tower, projections and position-id buffers are skipped."""
-    out: dict[str, str | None] = {}
-    for n in names:
-        if n.startswith("text_model.") and not n.endswith("position_ids"):
-            out[n] = "model." + n
-        else:
-            out[n] = None
-    return out
+def match_names(ckpt_names: Sequence[str], module_names: Sequence[str]) -> dict[str, str | None]:
+    """Checkpoint name -> module name by their canonical forms; checkpoint tensors the module lacks (an LM
+    head, a vision tower, position-id buffers) map to None and are skipped. The core loader still
+    insists that every module tensor is found."""
+    table = {_canon(m): m for m in module_names}
+    return {n: table.get(_canon(n)) for n in ckpt_names}
+
+
+def module_names(module: nn.Module) -> list[str]:
+    return list(module.state_dict().keys())
