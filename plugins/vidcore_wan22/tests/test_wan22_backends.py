@@ -157,3 +157,15 @@ def test_official_layout_json_roundtrip():
     b = BY_NAME["wan2.2-i2v-a14b"]
     json.dumps(b.describe())
     assert b.describe()["defaults"]["guidance"] == {"high_noise": 3.5, "low_noise": 3.5}
+
+
+def test_inspect_equals_official_manifests():
+    """`vidcore inspect wan2.2-t2v-a14b` (core manifest of the meta build) == the official manifests."""
+    from vidcore.manifest import manifest as inspect
+
+    data = inspect(BY_NAME["wan2.2-t2v-a14b"])
+    assert list(data) == ["text_encoder", "high_noise", "low_noise", "vae"]
+    shapes = {c: {k: v["shape"] for k, v in t.items()} for c, t in data.items()}
+    assert shapes["text_encoder"] == manifest("wan_umt5_xxl.json")["tensors"]
+    assert shapes["high_noise"] == shapes["low_noise"] == manifest("wan22_t2v_a14b_dit.json")["tensors"]
+    assert shapes["vae"] == manifest("wan21_vae.json")["tensors"]

@@ -12,7 +12,13 @@ import pytest
 import torch
 from vidcore_wan22.backends import WanBackend
 from vidcore_wan22.t5 import WanTokenizer
-from wan22_helpers import TinyPlugin, one_thread, tiny_specs, write_official_checkpoint  # noqa: F401
+from wan22_helpers import (  # noqa: F401
+    TinyPlugin,
+    one_thread,
+    tiny_specs,
+    write_diffusers_checkpoint,
+    write_official_checkpoint,
+)
 
 import vidcore
 from vidcore import plugins
@@ -33,7 +39,7 @@ def tiny():
 def ckpts(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("wan22-ckpts")
     return {name: (root / name, write_official_checkpoint(b, root / name, seed=i))
-            for i, (name, b) in enumerate(tiny.items())}
+            for i, (name, b) in enumerate(tiny.items()) if not name.endswith("-diffusers")}
 
 
 def _image(path: Path, w: int = 40, h: int = 30) -> Path:
@@ -193,3 +199,25 @@ def test_bad_inputs_fail_in_one_line_before_loading(tiny, ckpts, tmp_path):
     shutil.rmtree(notok / "google")
     with pytest.raises(VidcoreError, match="umt5-xxl|tokenizer"):
         vidcore.load("tiny-t2v-a14b", notok, dtype="fp32", device="cpu")
+
+
+def test_diffusers_layout_loads_through_the_key_maps(tiny, ckpts, tmp_path):
+    """The same weights saved in the diffusers layout give the same video as the official layout.
+
+    (The T5 is stored in bf16 there, as the -Diffusers repos do; both runs load it as bf16 weights.)
+    """
+    folder, states = ckpts["tiny-t2v-a14b"]
+    dfolder = tmp_path / "diffusers"
+    write_diffusers_checkpoint(tiny["tiny-t2v-a14b-diffusers"], states, dfolder)
+    from vidcore.manifest import verify
+
+    assert verify(tiny["tiny-t2v-a14b-diffusers"], dfolder).ok
+    kw = dict(seed=11, steps=3, progress=False)
+    a = vidcore.load("tiny-t2v-a14b", folder, dtype="fp32", device="cpu")
+    a.components["text_encoder"].to(torch.bfloat16)
+    b = vidcore.load("tiny-t2v-a14b-diffusers", dfolder, dtype="fp32", device="cpu")
+    b.components["text_encoder"].to(torch.bfloat16)
+    for name in ("high_noise", "low_noise", "vae"):
+        sa, sb = a.components[name].state_dict(), b.components[name].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert torch.equal(a("a cat", **kw).frames, b("a cat", **kw).frames)

@@ -45,6 +45,7 @@ def tiny_specs():
         defaults = type(d_)(**{**d_.__dict__, "size": sizes[0], "frames": 5, "steps": 4})
         out.append(WanSpec(**{**base.__dict__, "name": name.replace("wan2.2-", "tiny-"), "dit": d, "vae": v,
                               "t5": t5, "defaults": defaults, "official_sizes": sizes}))
+    out.append(WanSpec(**{**out[0].__dict__, "name": "tiny-t2v-a14b-diffusers", "layout_kind": "diffusers"}))
     return out
 
 
@@ -109,3 +110,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def write_diffusers_checkpoint(backend, states: dict, folder: Path) -> None:
+    """The same weights in the diffusers folder layout (names converted by our key maps)."""
+    import torch
+    from safetensors.torch import save_file
+    from vidcore_wan22 import keymaps
+
+    p = backend.spec.vae
+    to_d, _ = keymaps.vae_name_map(p.version, p.num_res_blocks, p.temporal_downsample, len(p.dim_mult))
+    for comp, _, sub in backend.spec.experts:
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        save_file({keymaps.dit_to_diffusers(k): v for k, v in states[comp].items()},
+                  str(folder / sub / "diffusion_pytorch_model.safetensors"))
+    (folder / "vae").mkdir(parents=True, exist_ok=True)
+    save_file({to_d(k): v for k, v in states["vae"].items()},
+              str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    (folder / "text_encoder").mkdir(parents=True, exist_ok=True)
+    t5 = {keymaps.t5_to_transformers(k): v for k, v in states["text_encoder"].items()}
+    t5["encoder.embed_tokens.weight"] = t5["shared.weight"].clone()  # transformers may store the tied copy
+    save_file({k: v.to(torch.bfloat16) for k, v in t5.items()}, str(folder / "text_encoder" / "model.safetensors"))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+    write_tokenizer(folder / "tokenizer")
