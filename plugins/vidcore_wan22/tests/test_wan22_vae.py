@@ -123,3 +123,35 @@ def test_encode_rejects_bad_frame_count():
     vae = WanVAE(_tiny("2.1"))
     with pytest.raises(ValueError, match="4n\\+1"):
         vae.encode(torch.zeros(1, 3, 4, 8, 8))
+
+
+@pytest.mark.parametrize("version", ["2.1", "2.2"])
+def test_image_conditioning_matches_diffusers_prepare_latents(version):
+    """I2V-A14B's [mask 4 | latent] and TI2V's first-frame latent equal diffusers' Wan I2V latent preparation."""
+    from types import SimpleNamespace
+
+    from diffusers import WanImageToVideoPipeline
+    from vidcore_wan22 import conditioning as cond
+
+    ours, ref, p = _pair(version)
+    s, frames = p.stride[1], 5
+    w, h = 2 * s, s
+    torch.manual_seed(4)
+    image = (torch.rand(h + 3, w + 5, 3) * 255).to(torch.uint8)
+    fake = SimpleNamespace(vae=ref, vae_scale_factor_temporal=4, vae_scale_factor_spatial=s,
+                           config=SimpleNamespace(expand_timesteps=version == "2.2"))
+    with torch.no_grad():
+        if version == "2.1":
+            video = cond.i2v_first_frame_video(image, w, h, frames)
+            lat = ours.encode(video)
+            y = torch.cat([cond.i2v_mask(frames, 1, 2)[None], lat], dim=1)
+            _, y_ref = WanImageToVideoPipeline.prepare_latents(
+                fake, video[:, :, 0], 1, p.z_dim, h, w, frames, torch.float32, torch.device("cpu"), None)
+            torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+        else:
+            img = cond.ti2v_image(image, w, h)
+            z = ours.encode(img)
+            _, z_ref, mask = WanImageToVideoPipeline.prepare_latents(
+                fake, img[:, :, 0], 1, p.z_dim, h, w, frames, torch.float32, torch.device("cpu"), None)
+            torch.testing.assert_close(z, z_ref, rtol=1e-4, atol=1e-5)
+            assert torch.all(mask[:, :, 0] == 0) and torch.all(mask[:, :, 1:] == 1)
