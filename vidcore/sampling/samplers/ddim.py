@@ -2,9 +2,8 @@
 
 Ho et al. (2020) sample the posterior ``q(x_s | x_t, x0_hat)``; Song et al.
 (2021, DDIM) keep its marginals but scale its noise by ``eta`` (eta = 0 is
-deterministic, eta = 1 matches DDPM's variance). With ``a_ts = a_s... `` the
-posterior variance is ``(sig_t^2 - a_ts^2 sig_s^2) * sig_s^2 / sig_t^2`` where
-``a_ts = alpha_t / alpha_s``.
+deterministic, eta = 1 matches DDPM's variance). The posterior variance is
+``(sig_t^2 - a_ts^2 sig_s^2) * sig_s^2 / sig_t^2`` where ``a_ts = alpha_t / alpha_s``.
 """
 
 from __future__ import annotations
@@ -34,11 +33,12 @@ def sample_ddim(model, x, schedule: Schedule, *, callback=None, generator=None, 
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, sigmas[i])
         a_t, s_t, a_s, s_s, var = _posterior(schedule, sigma, sigma_next)
-        eps = (x - a_t * denoised) / s_t
         c = eta * math.sqrt(var)
-        x = a_s * denoised + math.sqrt(max(s_s * s_s - c * c, 0.0)) * eps
+        # a_s x0 + k eps with eps = (x - a_t x0) / s_t, regrouped into two passes over the tensor
+        k = math.sqrt(max(s_s * s_s - c * c, 0.0)) / s_t
+        x = (x * k).add_(denoised, alpha=a_s - a_t * k)
         if eta > 0:
-            x = x + c * randn_like(x, generator)
+            x.add_(randn_like(x, generator), alpha=c)
         report(callback, x, i, sigmas[i], sigmas[i + 1], denoised)
     return x
 
@@ -53,8 +53,8 @@ def sample_ddpm(model, x, schedule: Schedule, *, callback=None, generator=None) 
         a_t, s_t, a_s, s_s, var = _posterior(schedule, sigma, sigma_next)
         a_ts = a_t / a_s
         var_ts = s_t * s_t - a_ts * a_ts * s_s * s_s
-        x = (a_ts * s_s * s_s / (s_t * s_t)) * x + (a_s * var_ts / (s_t * s_t)) * denoised
+        x = (x * (a_ts * s_s * s_s / (s_t * s_t))).add_(denoised, alpha=a_s * var_ts / (s_t * s_t))
         if sigma_next > 0:
-            x = x + math.sqrt(var) * randn_like(x, generator)
+            x.add_(randn_like(x, generator), alpha=math.sqrt(var))
         report(callback, x, i, sigmas[i], sigmas[i + 1], denoised)
     return x

@@ -48,8 +48,8 @@ def sample_euler(model, x, schedule: Schedule, *, callback=None, generator=None,
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         x, sigma_hat = _churn(x, sigma, schedule, i, n, generator, s_churn, s_tmin, s_tmax, s_noise)
         denoised = model(x, sigmas[i] if sigma_hat == sigma else _sig(schedule, sigma_hat))
-        d = (x - denoised) / sigma_hat
-        x = x + d * (sigma_next - sigma_hat)
+        # x + (sigma_next - sigma_hat) * (x - denoised) / sigma_hat, as one pass over the tensor
+        x = torch.lerp(denoised, x, sigma_next / sigma_hat)
         report(callback, x, i, sigmas[i], sigmas[i + 1], denoised)
     return x
 
@@ -64,13 +64,14 @@ def sample_heun(model, x, schedule: Schedule, *, callback=None, generator=None,
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         x, sigma_hat = _churn(x, sigma, schedule, i, n, generator, s_churn, s_tmin, s_tmax, s_noise)
         denoised = model(x, sigmas[i] if sigma_hat == sigma else _sig(schedule, sigma_hat))
-        d = (x - denoised) / sigma_hat
-        dt = sigma_next - sigma_hat
         if sigma_next == 0:
-            x = x + d * dt
+            x = denoised  # the Euler step into sigma = 0
         else:
-            x_2 = x + d * dt
-            d_2 = (x_2 - model(x_2, sigmas[i + 1])) / sigma_next
-            x = x + (d + d_2) * (dt / 2)
+            dt = sigma_next - sigma_hat
+            x_2 = torch.lerp(denoised, x, sigma_next / sigma_hat)  # Euler predictor
+            # x + dt/2 * (d + d_2) with d = (x - D) / sigma_hat, d_2 = (x_2 - D_2) / sigma_next
+            step = (x - denoised).mul_(dt / (2 * sigma_hat))
+            step.add_(x_2 - model(x_2, sigmas[i + 1]), alpha=dt / (2 * sigma_next))
+            x = x + step
         report(callback, x, i, sigmas[i], sigmas[i + 1], denoised)
     return x

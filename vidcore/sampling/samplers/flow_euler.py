@@ -23,7 +23,7 @@ def sample_flow_euler(model, x, schedule: Schedule, *, callback=None, generator=
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, sigmas[i])
-        velocity = (x - denoised) / sigma
-        x = x + (sigma_next - sigma) * velocity
+        # x + (sigma_next - sigma) * v with v = (x - denoised) / sigma, in one pass
+        x = torch.lerp(denoised, x, sigma_next / sigma)
         report(callback, x, i, sigmas[i], sigmas[i + 1], denoised)
     return x
