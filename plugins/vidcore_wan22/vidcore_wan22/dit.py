@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidcore.attention import attention
+from vidcore.distributed.plan import SequenceParallelPlan, StackPlan, Tokens
 from vidcore.kernels import gated_residual, layer_norm, norm_modulate, rms_norm, rope_apply, rope_freqs_3d
 from vidcore.nn import BlockStack
 
@@ -107,7 +108,7 @@ class Attention(nn.Module):
         half = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
         if half is not None:  # the official flash_attention casts q/k/v to the half dtype
             q, k, v = q.to(half), k.to(half), v.to(half)
-        out = attention(q, k, v)
+        out = attention(q, k, v, sequence_parallel=context is None)  # self-attention spans every SP rank
         return self.o(out.transpose(1, 2).flatten(2))
 
 
@@ -173,6 +174,11 @@ class WanModel(nn.Module):
     conditioning channels y (B, C_y, F, H, W) concatenated to x (I2V-A14B).
     Returns the flow velocity (B, out_dim, F, H, W) in float32.
     """
+
+    #: one video on several GPUs (vidcore.distributed): the blocks' tokens, RoPE tables and per-frame
+    #: modulation are split across ranks; the text context is replicated
+    sequence_parallel_plan = SequenceParallelPlan(heads="params.num_heads", stacks={"blocks": StackPlan(
+        state=(Tokens(1),), kwargs={"rope": Tokens(0), "e": Tokens(1, grouped=True)})})
 
     def __init__(self, p: DiTParams):
         super().__init__()
