@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidcore.distributed.plan import Count, Prefix, SequenceParallelPlan, StackPlan, Tokens
 from vidcore.kernels import gated_residual, norm_modulate, rope_apply, rope_freqs_3d
 from vidcore.nn import BlockStack
 
@@ -90,7 +91,8 @@ class MMDoubleStreamBlock(nn.Module):
         tq, tk, tv = split_heads(self.txt_attn_qkv(_modulate(txt, t_sh1, t_sc1)), self.heads)
         tq, tk = self.txt_attn_q_norm(tq).to(tv), self.txt_attn_k_norm(tk).to(tv)
 
-        attn = valid_attention(torch.cat([iq, tq], 2), torch.cat([ik, tk], 2), torch.cat([iv, tv], 2), lengths)
+        attn = valid_attention(torch.cat([iq, tq], 2), torch.cat([ik, tk], 2), torch.cat([iv, tv], 2), lengths,
+                               sharded=img.shape[1])
         attn = merge_heads(attn)
         n_img = img.shape[1]
         img_attn, txt_attn = attn[:, :n_img], attn[:, n_img:]
@@ -127,7 +129,7 @@ class MMSingleStreamBlock(nn.Module):
         q, k = self.q_norm(q).to(v), self.k_norm(k).to(v)
         q = torch.cat([rope_apply(q[:, :, :n_img], *rope), q[:, :, n_img:]], dim=2)
         k = torch.cat([rope_apply(k[:, :, :n_img], *rope), k[:, :, n_img:]], dim=2)
-        attn = merge_heads(valid_attention(q, k, v, lengths))
+        attn = merge_heads(valid_attention(q, k, v, lengths, sharded=n_img))
         out = self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
         return _gate(x, out, gate, tr and tr[2], n)
 
@@ -171,6 +173,15 @@ class HunyuanVideoDiT(nn.Module):
     embedded guidance scale times 1000 (required when ``guidance_embed``).
     Returns the flow velocity (B, C_out, T, H, W) in the model's dtype.
     """
+
+    #: one video on several GPUs (vidcore.distributed): image tokens, their RoPE tables and counts are split
+    #: across ranks; text tokens stay whole on every rank (the tail of the joint attention)
+    sequence_parallel_plan = SequenceParallelPlan(heads="params.heads", stacks={
+        "double_blocks": StackPlan(state=(Tokens(1), None), kwargs={
+            "rope": Tokens(0), "lengths": Count(), "token_replace": Prefix(item=1)}),
+        "single_blocks": StackPlan(state=(Tokens(1, length="n_img"),), kwargs={
+            "rope": Tokens(0), "lengths": Count(), "n_img": Count(), "token_replace": Prefix(item=1)}),
+    })
 
     def __init__(self, p: DiTParams, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         super().__init__()

@@ -21,17 +21,27 @@ import vidcore
 
 
 def valid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    lengths: Sequence[int] | None = None) -> torch.Tensor:
-    """Self-attention of (B, heads, L, D) tensors where sample b uses only its first ``lengths[b]`` tokens."""
+                    lengths: Sequence[int] | None = None, *, sharded: int | None = None) -> torch.Tensor:
+    """Self-attention of (B, heads, L, D) tensors where sample b uses only its first ``lengths[b]`` tokens.
+
+    ``sharded``: the first ``sharded`` tokens (the image tokens) are this rank's
+    shard under sequence parallelism (`vidcore.distributed`) and the rest (text)
+    are replicated; a no-op on one process.
+    """
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if sharded is None:
+            return vidcore.attention(q, k, v)
+        return vidcore.attention(q, k, v, sequence_parallel=True, replicated_tokens=q.shape[2] - sharded)
+
     total = q.shape[2]
     if lengths is None or all(n == total for n in lengths):
-        return vidcore.attention(q, k, v)
+        return attend(q, k, v)
     if len(set(lengths)) == 1:
         n = lengths[0]
         out = q.new_zeros(q.shape)
-        out[:, :, :n] = vidcore.attention(q[:, :, :n], k[:, :, :n], v[:, :, :n])
+        out[:, :, :n] = attend(q[:, :, :n], k[:, :, :n], v[:, :, :n])
         return out
     out = q.new_zeros(q.shape)
     for b, n in enumerate(lengths):
-        out[b:b + 1, :, :n] = vidcore.attention(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n])
+        out[b:b + 1, :, :n] = attend(q[b:b + 1, :, :n], k[b:b + 1, :, :n], v[b:b + 1, :, :n])
     return out
