@@ -21,6 +21,7 @@ from einops import rearrange
 from torch import nn
 
 from vidcore import attention
+from vidcore.distributed.plan import SequenceParallelPlan, StackPlan, Tokens
 from vidcore.kernels import gated_residual, norm_modulate, rms_norm
 from vidcore.nn import BlockStack
 
@@ -73,9 +74,10 @@ def preset(name: str, **overrides) -> LatteConfig:
 class Attention(nn.Module):
     """Multi-head self-attention with RMS QK-normalisation, through `vidcore.attention`."""
 
-    def __init__(self, hidden: int, heads: int, qk_norm: bool):
+    def __init__(self, hidden: int, heads: int, qk_norm: bool, sequence_parallel: bool = False):
         super().__init__()
         self.heads = heads
+        self.sequence_parallel = sequence_parallel  # attends across frames: spans every SP rank
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.proj = nn.Linear(hidden, hidden)
         head_dim = hidden // heads
@@ -87,7 +89,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if self.q_norm is not None:
             q, k = rms_norm(q, self.q_norm), rms_norm(k, self.k_norm)
-        out = attention(q, k, v)
+        out = attention(q, k, v, sequence_parallel=self.sequence_parallel)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 
@@ -110,8 +112,8 @@ class LatteBlock(nn.Module):
         super().__init__()
         h = config.hidden
         self.full = config.attention == "full"
-        self.spatial = Attention(h, config.heads, config.qk_norm)
-        self.temporal = None if self.full else Attention(h, config.heads, config.qk_norm)
+        self.spatial = Attention(h, config.heads, config.qk_norm, sequence_parallel=self.full)
+        self.temporal = None if self.full else Attention(h, config.heads, config.qk_norm, sequence_parallel=True)
         self.ff = GEGLU(h, config.ff_mult)
         self.n_mod = 6 if self.full else 9
         self.modulation = nn.Linear(h, self.n_mod * h)
@@ -140,6 +142,11 @@ class LatteDiT(nn.Module):
     x: (B, C, T, H, W) latents (or pixels); timestep: (B,) on the 0..1000 scale.
     T must be a multiple of ``temporal_patch`` and H, W of ``patch``.
     """
+
+    #: one video on several GPUs (vidcore.distributed): the blocks' frames are split across ranks, so
+    #: spatial attention stays local and temporal (or full) attention spans every rank
+    sequence_parallel_plan = SequenceParallelPlan(heads="config.heads",
+                                                  stacks={"blocks": StackPlan(state=(Tokens(1),))})
 
     def __init__(self, config: LatteConfig):
         super().__init__()
