@@ -1,0 +1,14 @@
+"""Test-session setup shared by the core and the plugins' test folders (loaded before any of them).
+
+``@triton.jit`` decides when its module is imported whether to build GPU kernels or interpreted
+ones. Without a GPU, Triton can only run interpreted, and anything that imports triton early (e.g.
+torch.compile's inductor) must already see ``TRITON_INTERPRET=1``, or kernel tests later in the
+same process meet compiled-mode helpers.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
