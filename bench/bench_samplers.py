@@ -139,6 +139,8 @@ def main() -> None:
         print(f"\n{label}, {steps} steps, median of {repeat}: per-step loop time (ms)")
         print(f"{'sampler':16s} {'ours':>9s} {'diffusers':>10s} {'ours/diffusers':>15s}")
         for case, name, sched_fn, opts, factory, prediction in cases(diffusers):
+            time_ours(name, sched_fn, opts, prediction, shape, 2, 1)  # warm-up (imports, registry, allocator)
+            time_diffusers(factory, shape, 2, 1)
             ours = time_ours(name, sched_fn, opts, prediction, shape, steps, repeat)
             ref, _ = time_diffusers(factory, shape, steps, repeat)
             print(f"{case:16s} {ours * 1e3:9.3f} {ref * 1e3:10.3f} {ours / ref:15.2f}")
