@@ -73,3 +73,48 @@ def launch(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 120.
                     p.terminate()
                     p.join(5)
     return [out[r] for r in range(world)]
+
+
+def randomize(module: Any, seed: int = 0) -> None:
+    """Non-trivial weights everywhere: AdaLN-zero and zero-initialised heads would make a sharded and an
+    unsharded forward agree trivially (all zeros)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if p.ndim > 1:
+                p.copy_(noise * 0.5 / p.shape[-1] ** 0.5)
+            else:  # norm weights around 1, biases and modulation vectors around 0
+                p.copy_(1 + 0.2 * noise if "norm" in name else 0.1 * noise)
+
+
+def sharded_vs_single(build: Callable[[], tuple[Any, tuple, dict]], ulysses: int = 1, ring: int = 1) -> dict:
+    """On one rank of a `launch`: build the model and inputs (identically on every rank), run the
+    one-process forward, then the sequence-parallel one under ``Layout(ulysses, ring)``.
+
+    Returns the max abs difference (``err``), the reference's max abs value (``scale``), the output,
+    and the shapes of the state each block stack's first block received (proof that it ran sharded).
+    """
+    import torch
+
+    from ..nn.blocks import block_stacks
+    from .layout import Layout, build_groups
+    from .plan import disable_sequence_parallel, enable_sequence_parallel
+
+    model, args, kwargs = build()
+    with torch.no_grad():
+        ref = model(*args, **kwargs)
+    enable_sequence_parallel(model, build_groups(Layout(ulysses, ring)))
+    seen: list[tuple[int, ...]] = []
+    hooks = [s[0].register_forward_pre_hook(lambda _m, a: seen.append(tuple(a[0].shape)))
+             for s in block_stacks(model) if len(s)]
+    try:
+        with torch.no_grad():
+            out = model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+        disable_sequence_parallel(model)
+    return {"err": (out - ref).abs().max().item(), "scale": ref.abs().max().item(), "out": out, "seen": seen}
