@@ -52,6 +52,7 @@ NEGATIVE = ("Aerial view, aerial view, overexposed, low quality, deformation, a 
             "bad teeth, bad eyes, bad limbs, distortion")
 NEGATIVE_I2V = "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
 _FIRST_FRAME = "_hunyuan_image_latent"  # per-request stash (not a Request field): encode -> noise -> decode
+_NOISE_DTYPE = "_hunyuan_noise_dtype"  # the text encoder's dtype, in which the official draws the latents
 
 
 @dataclass(frozen=True)
@@ -227,14 +228,16 @@ class HunyuanBackend(Backend):
 
     def initial_noise(self, req: Any, device: torch.device) -> torch.Tensor:
         """As ``sample_video.py``: a generator on the run's device seeded with the seed, one draw in the text
-        encoders' dtype (fp16); I2V stability mixes in 0.1% of the image latent (``prepare_latents``)."""
+        encoder's dtype (``prompt_embeds.dtype``: fp16 officially); I2V stability mixes in 0.1% of the image
+        latent and rounds to that dtype again (``prepare_latents``)."""
         device = torch.device(device)
+        dtype = vars(req).get(_NOISE_DTYPE, torch.float16)
         gen = torch.Generator(device=device).manual_seed(int(req.seed))
-        noise = torch.randn((1, *self.latent_shape(req)), generator=gen, device=device, dtype=torch.float16)
+        noise = torch.randn((1, *self.latent_shape(req)), generator=gen, device=device, dtype=dtype)
         first = vars(req).get(_FIRST_FRAME)
         if self.spec.stability and first is not None:
             t = torch.tensor([0.999], device=device)
-            noise = (noise * t + first.to(device, torch.float16).expand_as(noise) * (1 - t)).to(torch.float16)
+            noise = (noise * t + first.to(device, dtype).expand_as(noise) * (1 - t)).to(dtype)
         return noise.float()
 
     # -- conditions ----------------------------------------------------------------------------
@@ -261,6 +264,7 @@ class HunyuanBackend(Backend):
     def encode(self, components: Components, req: Any, inputs: Inputs, device: torch.device) -> Conditions:
         prompt = self._prompt(req.prompt)
         image = inputs.image if self.spec.i2v else None
+        vars(req)[_NOISE_DTYPE] = next(components["text_encoder"].parameters()).dtype
         c = self._text(components, prompt, req, image, device)
         u = None
         if float(req.guidance) > 1.0:  # do_classifier_free_guidance; an empty negative means the official one
