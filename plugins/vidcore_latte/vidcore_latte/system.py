@@ -28,7 +28,8 @@ class ModelConfig:
     unet: dict[str, Any] = field(default_factory=dict)
     text: dict[str, Any] | None = field(default_factory=dict)  # None: class labels or unconditional
     vae: dict[str, Any] | None = None  # None: pixel space
-    prediction: str = "flow"
+    prediction: str = "flow"  # eps, v, flow or x0
+    process: str = "flow"  # the noising process: "flow" (rectified flow) or "vp" (DDPM)
     latent_scale: float = 1.0
     latent_shift: float = 0.0
     frames: int = 16

@@ -31,9 +31,8 @@ def write_validation(trainer, folder: Path) -> list[Path]:
     from .generate import generate
 
     prompts = list(cfg.sample_prompts)
-    prediction = cfg.model.prediction
-    schedule = "flow" if prediction == "flow" else "ddpm"
-    sampler = "flow_euler" if prediction == "flow" else "ddim"
+    schedule = "flow" if cfg.model.process == "flow" else "ddpm"
+    sampler = "flow_euler" if cfg.model.process == "flow" else "ddim"
     with torch.no_grad():
         videos = generate(comps, cfg.model, prompts, list(range(len(prompts))), steps=cfg.sample_steps,
                           schedule=schedule, sampler=sampler)

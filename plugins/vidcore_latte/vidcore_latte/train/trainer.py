@@ -92,7 +92,7 @@ class Trainer:
             self.frozen["vae"] = load_model(config.vae_model, self.device)[0]["vae"].requires_grad_(False)
         self.module = DenoiserStep(self.components) if config.task == "denoiser" else VAEStep(self.components)
         self.module.train()
-        self.objective = Objective(config.model.prediction, **_objective_options(config))
+        self.objective = Objective(config.model.prediction, config.model.process, **_objective_options(config))
         self.source = make_source(config.data, config.data_seed, config.model.frames, config.model.size)
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas,

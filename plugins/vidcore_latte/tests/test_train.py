@@ -1,0 +1,97 @@
+"""The training loop: learning, exact resume, EMA, AMP, gradient accumulation, VAE and U-Net training."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_model, tiny_train
+
+from vidcore_latte.system import ModelConfig, load_model
+from vidcore_latte.train.config import TrainConfig
+from vidcore_latte.train.ema import EMA
+from vidcore_latte.train.trainer import Trainer
+
+
+def test_training_steps_decrease_the_loss_on_a_fixed_batch(tiny_config):
+    trainer = Trainer(tiny_config.with_(lr=3e-3, warmup=0, cond_dropout=0.0), resume=False)
+    batch = trainer.prepare(trainer.indices(0, 0))
+    losses = []
+    for _ in range(25):
+        trainer.optimizer.zero_grad()
+        loss = trainer.losses(batch).mean()
+        loss.backward()
+        trainer.optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_resumed_run_continues_with_identical_losses(tiny_config):
+    straight = Trainer(tiny_config.with_(out=tiny_config.out + "-a"), resume=False).run()
+    first = Trainer(tiny_config, resume=False)
+    part1 = first.run(steps=2)
+    assert (first.out / "checkpoints" / "last").read_text() == "step-0000002"
+    second = Trainer(tiny_config)  # resumes from step 2
+    assert second.step == 2
+    part2 = second.run()
+    assert part1 + part2 == straight
+    log = [json.loads(line) for line in (second.out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    comps, cfg = load_model(second.out / "checkpoints" / "step-0000004" / "ema.safetensors")
+    assert cfg == tiny_config.model and set(comps) == {"text_encoder", "denoiser"}
+
+
+def test_gradient_accumulation_matches_the_full_batch(tiny_config):
+    full = Trainer(tiny_config.with_(out=tiny_config.out + "-full", grad_clip=0.0), resume=False)
+    accum = Trainer(tiny_config.with_(out=tiny_config.out + "-acc", grad_accum=2, grad_clip=0.0), resume=False)
+    assert full.train_step() == pytest.approx(accum.train_step(), rel=1e-5)
+    for a, b in zip(full.module.parameters(), accum.module.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_ema_follows_its_formula():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.9)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # decay min(0.9, 1/10) = 0.1
+    torch.testing.assert_close(ema.shadow["weight"], 0.1 * start + 0.9 * model.weight.detach())
+    ema.updates = 1000
+    before = ema.shadow["weight"].clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["weight"], 0.9 * before + 0.1 * model.weight.detach())
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_training_runs(tiny_config, amp):
+    trainer = Trainer(tiny_config.with_(amp=amp, out=tiny_config.out + amp), resume=False)
+    losses = [trainer.train_step() for _ in range(2)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert trainer.scaler.is_enabled() == (amp == "fp16")
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_unet_trains_in_pixel_space(tmp_path, prediction):
+    model = ModelConfig(denoiser="unet", unet={"base_channels": 8, "groups": 4, "heads": 2, "mid_blocks": 1},
+                        text={"dim": 16, "heads": 2}, prediction=prediction, frames=4, size=16)
+    trainer = Trainer(tiny_train(tmp_path, model=model, predict_prob=0.0), resume=False)
+    assert all(torch.isfinite(torch.tensor(trainer.run())))
+
+
+def test_vae_training_and_latent_dit_on_its_latents(tmp_path):
+    vae = {"base_channels": 8, "channel_mult": [1, 2], "temporal_down": [True], "groups": 4, "latent_channels": 4}
+    vae_cfg = TrainConfig(model=ModelConfig(vae=vae, text=None, frames=5, size=16), task="vae", batch=2, steps=2,
+                          out=str(tmp_path / "vae"), save_every=0, sample_every=2, threads=1)
+    trainer = Trainer(vae_cfg, resume=False)
+    losses = trainer.run()
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert (tmp_path / "vae" / "samples" / "step-0000002" / "reconstruction.mp4").exists()
+    vae_file = tmp_path / "vae" / "checkpoints" / "step-0000002" / "ema.safetensors"
+    dit = ModelConfig(vae=vae, text={"dim": 16, "heads": 2}, frames=5, size=16, latent_scale=1.0,
+                      dit={"hidden": 32, "depth": 1, "heads": 2, "patch": 2, "temporal_patch": 1})
+    latent = Trainer(tiny_train(tmp_path, model=dit, vae_model=str(vae_file), predict_prob=0.0, steps=1,
+                                sample_every=1, sample_prompts=("a red circle",)), resume=False)
+    assert torch.isfinite(torch.tensor(latent.run())).all()
+    assert len(list((tmp_path / "run" / "samples" / "step-0000001").glob("*.mp4"))) == 1
