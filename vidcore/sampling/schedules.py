@@ -19,7 +19,6 @@ which is why Euler and Heun need no per-kind code.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +54,9 @@ class Schedule:
             raise InvalidRequestError(f"schedule kind {self.kind!r} is not one of {', '.join(KINDS)}")
         self.sigmas = torch.as_tensor(self.sigmas, dtype=torch.float64).cpu()
         self._grid = self.sigmas.tolist()
+        self._where = {}
+        for i, v in enumerate(self._grid):
+            self._where.setdefault(v, i)
         if len(self.timesteps) != len(self.sigmas) - 1:
             raise ValueError("a schedule needs one timestep per step (len(sigmas) - 1)")
 
@@ -68,10 +70,7 @@ class Schedule:
     # --- where on the ladder -------------------------------------------------------------
     def index(self, sigma: float | torch.Tensor) -> int | None:
         """The grid index whose sigma equals ``sigma`` exactly, else None."""
-        s = float(sigma)
-        desc = [-v for v in self._grid]
-        i = bisect.bisect_left(desc, -s)
-        return i if i < len(self._grid) and self._grid[i] == s else None
+        return self._where.get(float(sigma))
 
     def step_of(self, sigma: float | torch.Tensor) -> int:
         """The step a noise level belongs to: the last grid index with ``sigmas[i] >= sigma``."""
