@@ -208,3 +208,12 @@ def test_docs_worked_example_runs():
             Sampler.get("euler_ancestral")(model, x, Scheduler("flow")(4))
     finally:
         BUILTIN_SAMPLERS.pop("euler_ancestral", None)
+
+
+def test_sampler_options_are_validated_before_any_work():
+    assert Sampler.validate("unipc", {"order": 3, "variant": "bh1"}) is BUILTIN_SAMPLERS["unipc"]
+    with pytest.raises(InvalidRequestError) as err:
+        Sampler.validate("ddim", {"etta": 0.5})
+    assert "'etta'" in str(err.value) and "accepted options: eta" in str(err.value)
+    with pytest.raises(UnknownNameError):
+        Sampler.validate("nope", {})

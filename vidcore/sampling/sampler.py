@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import UnknownNameError
+from ..errors import InvalidRequestError, UnknownNameError
 
 SamplerFn = Callable[..., Any]
 
@@ -37,3 +38,20 @@ class Sampler:
         from .samplers import BUILTIN_SAMPLERS
 
         return sorted(set(plugins.sampler_names()) | set(BUILTIN_SAMPLERS))
+
+    @staticmethod
+    def validate(name: str, options: Mapping[str, Any]) -> SamplerFn:
+        """The sampler, after checking ``options`` against its keyword arguments (one-line error, no work done)."""
+        fn = Sampler.get(name)
+        params = inspect.signature(fn).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return fn
+        reserved = {"callback", "generator"}
+        accepted = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY and p not in reserved]
+        bad = sorted(set(options) - set(accepted))
+        if bad:
+            raise InvalidRequestError(
+                f"sampler {name!r} has no option {', '.join(map(repr, bad))}; "
+                f"accepted options: {', '.join(accepted) or 'none'}"
+            )
+        return fn
