@@ -80,17 +80,21 @@ class Tokens:
         t: torch.Tensor = value
         d = self.dim % t.dim()
         n = int(kwargs[self.length]) if self.length is not None else t.shape[d]
+        valid = info.valid()
         if self.grouped and n != info.length:
             if n == 1:
                 return t
             if info.length % n:
                 raise RuntimeError(f"{n} groups along dim {d} do not divide the {info.length} tokens")
-            t, n = t.repeat_interleave(info.length // n, dim=d), info.length
-        if n != info.length:
+            # entry i covers tokens [i*per, (i+1)*per): pick this shard's tokens' entries (never the full expansion)
+            per = info.length // n
+            part = t.index_select(d, torch.arange(info.start, info.start + valid, device=t.device) // per)
+            tail = t.narrow(d, n, 0)
+        elif n != info.length:
             raise RuntimeError(f"token-aligned input has {n} entries along dim {d}, the sequence {info.length}")
-        head, tail = t.narrow(d, 0, n), t.narrow(d, n, t.shape[d] - n)
-        valid = info.valid()
-        part = head.narrow(d, min(info.start, n), valid)
+        else:
+            tail = t.narrow(d, n, t.shape[d] - n)
+            part = t.narrow(d, min(info.start, n), valid)
         if valid < info.local:  # the end of the sequence: pad with zeros (never attended to)
             shape = list(t.shape)
             shape[d] = info.local - valid

@@ -89,4 +89,8 @@ def split_tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     (th, tw), (sh, sw) = spec.tile, spec.stride
     tiles = [x[..., i:i + th, j:j + tw] for i in range(0, height, sh) for j in range(0, width, sw)]
     done = iter(map_tiles(fn, tiles, group))
-    return tiled_map(lambda _tile: next(done), x, spec)  # tiled_map visits tiles in this row-major order
+    token = _SPLIT.set(_NO_GROUP)  # the blend below only looks the finished tiles up
+    try:
+        return tiled_map(lambda _tile: next(done), x, spec)  # tiled_map visits tiles in this row-major order
+    finally:
+        _SPLIT.reset(token)
