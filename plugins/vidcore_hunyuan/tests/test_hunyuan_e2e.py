@@ -76,3 +76,33 @@ def test_same_seed_same_video_and_seed_matters(tiny):
     b = pipe(PROMPT, size=(64, 48), frames=5, steps=2, seed=1).frames
     c = pipe(PROMPT, size=(64, 48), frames=5, steps=2, seed=2).frames
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_cli_generate_on_the_official_layout(tiny, tmp_path, monkeypatch, capsys):
+    """`vidcore generate` with the tiny backend registered as a plugin module (tests only), then a replay."""
+    import types
+
+    from vidcore import plugins
+    from vidcore.cli import main
+    from vidcore.hookspecs import hookimpl
+    from vidcore.video import read_video
+
+    backend, root, _ = tiny
+    mod = types.ModuleType("hunyuan_tiny_plugin")
+    mod.register_backends = hookimpl(lambda register: register(backend))
+    monkeypatch.setenv("VIDCORE_LOAD_PLUGINS", "")
+    plugins.reset(extra_plugins=[("hunyuan-tiny", mod)])
+    try:
+        out = tmp_path / "cat.mp4"
+        argv = ["generate", PROMPT, "--backend", backend.name, "--ckpt", str(root), "--size", "48x64", "--frames",
+                "5", "--steps", "2", "--seed", "3", "--dtype", "fp32", "--device", "cpu", "--out", str(out), "--quiet"]
+        assert main(argv) in (0, None)
+        frames, _ = read_video(out)
+        assert frames.shape == (5, 64, 48, 3)
+        capsys.readouterr()
+        assert main(["generate", PROMPT, "--backend", backend.name, "--ckpt", str(root), "--size", "50x64",
+                     "--device", "cpu", "--out", str(tmp_path / "bad.mp4")]) not in (0, None)
+        err = capsys.readouterr().err
+        assert "nearest" in err and "48x64" in err and not (tmp_path / "bad.mp4").exists()
+    finally:
+        plugins.reset()
