@@ -73,3 +73,16 @@ def test_dtype_names():
     assert parse_dtype("bf16") is torch.bfloat16 and parse_dtype("fp32") is torch.float32
     with pytest.raises(UnknownNameError, match="unknown dtype 'int4'; choose one of: bf16, fp16, fp32"):
         parse_dtype("int4")
+
+
+def test_official_sampler_options_do_not_follow_another_sampler(toy_registry):
+    import dataclasses
+
+    import toy_backend
+
+    b = toy_backend.ToyBackend()
+    b.defaults = dataclasses.replace(b.defaults, sampler="unipc", sampler_options={"variant": "bh2"})
+    assert resolve(b, "x").sampler_options == {"variant": "bh2"}
+    assert resolve(b, "x", sampler="euler").sampler_options == {}
+    with pytest.raises(InvalidRequestError, match="sampler 'euler' has no option 'variant'"):
+        resolve(b, "x", sampler="euler", sampler_options={"variant": "bh2"})

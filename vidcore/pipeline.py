@@ -121,7 +121,10 @@ class Pipeline:
         switch = _ComponentSwitch(policy, component_of)
         model = Experts([(e.name, wrap_network(e.network, e.prediction, schedule), e.boundary) for e in experts],
                         on_switch=switch)
-        guidance = Guidance(scale=req.guidance, batched=policy.batched_guidance, **req.guidance_options)
+        g_opts = dict(req.guidance_options)
+        # a backend may ask for sequential passes (the official order); a memory policy may too
+        batched = bool(g_opts.pop("batched", True)) and policy.batched_guidance
+        guidance = Guidance(scale=req.guidance, batched=batched, **g_opts)
         guided = guidance.wrap(model, cond, uncond, schedule)
         sampler = Sampler.get(req.sampler)
         generator = torch.Generator("cpu").manual_seed(req.seed + 1)

@@ -93,7 +93,7 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
             guidance_options: Mapping[str, Any] | None = None) -> Request:
     """Fill unset settings from the backend's official defaults and validate the result."""
     from .plugins import sampler_names
-    from .sampling import Scheduler
+    from .sampling import Sampler, Scheduler
 
     d = backend.defaults
     if task is None:
@@ -119,6 +119,9 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
     sampler = sampler or d.sampler
     if sampler not in sampler_names():
         raise UnknownNameError("sampler", sampler, sampler_names())
+    # the official sampler options belong to the official sampler; another sampler starts from none
+    sampler_opts = {**(dict(d.sampler_options) if sampler == d.sampler else {}), **(sampler_options or {})}
+    Sampler.validate(sampler, sampler_opts)
     schedule = schedule or d.schedule
     sched_opts = dict(d.schedule_options)
     sched_opts.update(schedule_options or {})
@@ -142,7 +145,7 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
         backend=backend.name, prompt=prompt, task=task, negative=d.negative if negative is None else negative,
         width=int(w), height=int(h), frames=n_frames, fps=float(fps or d.fps), steps=n_steps, sampler=sampler,
         schedule=schedule, seed=int(seed), guidance=g, schedule_options=sched_opts,
-        sampler_options={**d.sampler_options, **(sampler_options or {})},
+        sampler_options=sampler_opts,
         guidance_options={**d.guidance_options, **(guidance_options or {})},
         image=str(image) if image is not None else None, video=str(video) if video is not None else None,
     )

@@ -257,7 +257,10 @@ def _network(model: WanModel):
 def _defaults(size, frames, fps, steps, shift, guidance) -> Defaults:
     return Defaults(size=size, frames=frames, fps=fps, steps=steps, sampler="unipc", schedule="wan_flow",
                     guidance=guidance, negative=NEGATIVE, schedule_options={"shift": shift},
-                    sampler_options=dict(UNIPC))
+                    sampler_options=dict(UNIPC),
+                    # the official loop runs the conditional then the unconditional pass (batch-size
+                    # dependent GPU kernels would otherwise change the last digits)
+                    guidance_options={"batched": False})
 
 
 def _specs() -> list[WanSpec]:
