@@ -24,8 +24,8 @@ from torch import nn
 
 from vidcore.attention import attention
 from vidcore.distributed.plan import SequenceParallelPlan, StackPlan, Tokens
-from vidcore.kernels import gated_residual, layer_norm, norm_modulate, rms_norm, rope_apply, rope_freqs_3d
-from vidcore.nn import BlockStack
+from vidcore.kernels import gated_residual, layer_norm, norm_modulate, rope_apply, rope_freqs_3d
+from vidcore.nn import BlockStack, RMSNorm
 
 from .configs import DiTParams
 
@@ -59,16 +59,6 @@ def _no_autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False) if device.type in ("cuda", "cpu") else contextlib.nullcontext()
 
 
-class RMSNorm(nn.Module):
-    """Wan's RMSNorm (``weight`` only): float32 statistics, cast back, then scaled."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
 
 
 class LayerNorm(nn.LayerNorm):

@@ -20,20 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidcore.errors import CheckpointError
-from vidcore.kernels import rms_norm
-from vidcore.nn import BlockStack
+from vidcore.nn import BlockStack, RMSNorm
 
 from .configs import T5Params
 
-
-class T5LayerNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+T5LayerNorm = RMSNorm  # umT5's layer norm is an RMSNorm with a weight
 
 
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
