@@ -8,7 +8,10 @@ depend only on the valid prefix. We get the same numbers without a mask by
 slicing each sample to its valid prefix: one unmasked call when the batch
 agrees on the length (the common case), else one call per sample. Positions
 past a sample's valid length are returned as zeros (nothing downstream reads
-them). Generic: a candidate for `vidcore.attention` (varlen) in the core.
+them). This is what `vidcore.attention_varlen` computes, without packing the
+(B, heads, L, D) tensors into (total, heads, D) copies: for the batch of two
+(CFG) a slice per sample costs nothing extra, and each call is a plain
+unmasked `vidcore.attention`, so every fast kernel stays eligible.
 """
 
 from __future__ import annotations
