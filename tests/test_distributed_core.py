@@ -445,3 +445,17 @@ def test_cli_arguments():
     args = p.parse_args(["--ulysses", "4", "--ring", "2", "--cfg-parallel"])
     assert (args.ulysses, args.ring, args.cfg_parallel) == (4, 2, True)
     assert p.parse_args([]).ulysses == 1
+
+
+def test_communication_model_from_shapes():
+    from vidcore.distributed.costs import layer_bytes, step_model, wan_a14b_720p_81f
+
+    s = wan_a14b_720p_81f()
+    assert s.tokens == 75_600  # 21 latent frames x (720/16) x (1280/16)
+    # Ulysses 8: q, k, v out and back, each rank sends 7/8 of its 9450 x 5120 bf16 share = 338.7 MB per layer
+    assert layer_bytes(s, 8, 1) == {"ulysses": 338_688_000.0, "ring": 0.0}
+    # ring 8: K and V shares (96.8 MB each) pass 7 hops
+    assert layer_bytes(s, 1, 8)["ring"] == 2 * 96_768_000 * 7
+    cfg4 = step_model(s, 4, 1, 2)  # one pass per rank per step, 40 layers
+    assert cfg4["gpus"] == 8 and cfg4["a2a_gb"] == pytest.approx(40 * 4 * 193.536e6 * 3 / 4 / 1e9)
+    assert 0.9 < cfg4["efficiency"] <= 1.0

@@ -14,6 +14,7 @@ model with one selector, and every rank computes that one pass itself.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from .collectives import all_gather
 from .layout import Groups
 
+log = logging.getLogger(__name__)
 SELECT = "vidcore_cfg_branch"
 
 
@@ -67,6 +69,9 @@ def cfg_parallel_guidance(guidance: Any, model: Callable[..., torch.Tensor], con
     without an unconditional pass it is ``guidance.wrap`` itself.
     """
     if groups.cfg is None or uncond is None:
+        if groups.cfg is not None:
+            log.warning("--cfg-parallel: this request has no unconditional pass, so both CFG ranks compute "
+                        "the same pass; use their GPUs for --ulysses/--ring instead")
         return guidance.wrap(model, cond, uncond, schedule)
     batched = copy.copy(guidance)
     batched.batched = True
