@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from vidcore.kernels import gated_residual, layer_norm, rms_norm
+from vidcore.kernels import gated_residual, layer_norm
+from vidcore.nn import RMSNorm
 
 from .valid_attention import valid_attention
 
@@ -96,16 +97,7 @@ class Modulation(nn.Module):
         return self.linear(F.silu(vec)).chunk(self.factor, dim=-1)
 
 
-class RMSNormWeight(nn.Module):
-    """Per-head RMSNorm (eps 1e-6) with a learned scale named ``weight`` (QK norm)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6, **factory):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim, **factory))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return rms_norm(x, self.weight, self.eps)
+RMSNormWeight = RMSNorm  # the per-head QK norm: the core RMSNorm (state-dict name ``weight``)
 
 
 def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
