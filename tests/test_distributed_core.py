@@ -209,11 +209,34 @@ def _vae_case() -> dict:
             "nested": all(torch.equal(a, torch.stack([b * 2, (b + 1) * 2])) for a, b in zip(nested, [z[..., :2], z]))}
 
 
+def _cache_case() -> dict:
+    """A TeaCache installed before sequence parallelism stays outside it: it sees the whole state, so every
+    rank skips the same steps, and the outputs equal the one-process cached run's."""
+    from vidcore.cache import enable_step_cache
+
+    def run(model, x, t, text):
+        caches = enable_step_cache(model, "teacache", threshold=0.05)
+        outs = []
+        with torch.no_grad():
+            for i in range(4):
+                outs.append(model(x * (1 + 0.01 * i), t, text=text))
+        return outs, caches[0].stats.as_dict()
+
+    model, x, t, text = make_case(frames=3, hw=(3, 3))
+    ref, ref_stats = run(model, x, t, text)
+    model, x, t, text = make_case(frames=3, hw=(3, 3))
+    enable_sequence_parallel(model, build_groups(Layout(2, 1)))
+    outs, stats = run(model, x, t, text)
+    return {"err": max((a - b).abs().max().item() for a, b in zip(outs, ref)), "stats": stats,
+            "ref_stats": ref_stats, "innermost": type(model.blocks.wrappers[0]).__name__}
+
+
 def _run_all(rank: int, world: int) -> dict:
     results = {name: _forward_case(case) for name, case in FORWARD_CASES[world].items()}
     if world == 2:
         results["cfg2"] = _cfg_case(1, 1)
         results["vae"] = _vae_case()
+        results["teacache"] = _cache_case()
     if world == 4:
         results["cfg2-ulysses2"] = _cfg_case(2, 1)
         results["cfg2-ring2"] = _cfg_case(1, 2)
@@ -263,6 +286,14 @@ def test_cfg_parallel_equals_one_process(world2, world4, world, name, sp):
         assert torch.equal(r["out"], results[0][name]["out"])
     # each rank ran one pass of batch 1 (not the pair), on its token shard
     assert results[0][name]["batches"] == [-(-27 // sp)]
+
+
+def test_step_cache_composes_with_sequence_parallelism(world2):
+    for res in world2:
+        r = res["teacache"]
+        assert r["innermost"] == "SequenceParallel"
+        assert r["stats"] == r["ref_stats"] and r["stats"]["skipped"] > 0, r
+        assert r["err"] <= 1e-5
 
 
 def test_vae_decode_split_is_bit_identical(world2):

@@ -52,7 +52,8 @@ class Layout:
         if world_size != self.world:
             hint = (f"launch with torchrun --nproc-per-node {self.world}" if world_size == 1 else
                     f"torchrun started {world_size}; make --ulysses x --ring (x 2 with --cfg-parallel) "
-                    f"equal the number of processes")
+                    f"equal the number of processes" + (" (or use vidcore batch for one video per process)"
+                                                        if self.world == 1 else ""))
             raise InvalidRequestError(f"{self.describe()} needs {self.world} processes "
                                       f"({self.cfg} x {self.ring} x {self.ulysses}); {hint}")
         if heads is not None and heads % self.ulysses:
