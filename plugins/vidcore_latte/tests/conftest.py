@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from vidcore_latte.system import ModelConfig
 from vidcore_latte.train.config import TrainConfig
 

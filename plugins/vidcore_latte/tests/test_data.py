@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from vidcore_latte.data.shapes import COLOURS, ShapesDataset, clip_for, grid_clips, render, to_uint8
 from vidcore_latte.detector import detect, score
 from vidcore_latte.text import UNK, TextConfig, TextEncoder, Tokenizer

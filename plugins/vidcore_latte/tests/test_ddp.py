@@ -11,10 +11,10 @@ from dataclasses import asdict
 import pytest
 import torch
 import yaml
-from conftest import tiny_train
 from safetensors.torch import load_file
-
 from vidcore_latte.train.trainer import Trainer
+
+from conftest import tiny_train
 
 
 def _write_config(tmp_path, out):

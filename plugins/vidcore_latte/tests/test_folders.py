@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-
-from vidcore.video import write_video
 from vidcore_latte.data.folders import FolderSource
 from vidcore_latte.data.shapes import clip_for, render, to_uint8
 from vidcore_latte.train.trainer import Trainer
+
+from vidcore.video import write_video
 
 
 def _dataset(tmp_path):

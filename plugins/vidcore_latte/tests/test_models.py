@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from vidcore.nn import BlockStack
 from vidcore_latte.models.dit import PRESETS, LatteConfig, LatteDiT, preset
 from vidcore_latte.models.unet import UNet3D, UNetConfig
 from vidcore_latte.models.vae import CausalVAE, VAEConfig
+
+from vidcore.nn import BlockStack
 
 TINY_VAE = VAEConfig(base_channels=8, channel_mult=(1, 2, 2), temporal_down=(True, True), groups=4)
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model, tiny_train
-
 from vidcore_latte.system import ModelConfig, load_model
 from vidcore_latte.train.config import TrainConfig
 from vidcore_latte.train.ema import EMA
 from vidcore_latte.train.trainer import Trainer
+
+from conftest import tiny_train
 
 
 def test_training_steps_decrease_the_loss_on_a_fixed_batch(tiny_config):

@@ -122,9 +122,13 @@ def read_config(path) -> ModelConfig:
     return ModelConfig.from_json(meta["config"])
 
 
-def load_model(path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
+def load_model(path, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32,
                placement=None) -> tuple[dict[str, nn.Module], ModelConfig]:
-    """Build on ``meta`` and load a model file with ``assign`` (strict: missing/unexpected keys raise)."""
+    """Build on ``meta`` and load a model file with ``assign`` (strict: missing/unexpected keys raise).
+
+    Floating-point weights are cast to ``dtype`` (float32 by default: the shipped demo file stores
+    float16 to stay small, and CPUs compute float32 fastest); ``dtype=None`` keeps the file's.
+    """
     from safetensors.torch import load_file
 
     from vidcore.errors import CheckpointError

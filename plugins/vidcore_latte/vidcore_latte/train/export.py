@@ -21,8 +21,8 @@ def export_ema(trainer, path: str | Path) -> Path:
     return path
 
 
-def export_checkpoint(checkpoint_dir: str | Path, path: str | Path, ema: bool = True) -> Path:
-    """Copy a checkpoint's (EMA) weights, config and step to a standalone model file."""
+def export_checkpoint(checkpoint_dir: str | Path, path: str | Path, ema: bool = True, half: bool = False) -> Path:
+    """Copy a checkpoint's (EMA) weights, config and step to a standalone model file (``half``: float16)."""
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -30,5 +30,8 @@ def export_checkpoint(checkpoint_dir: str | Path, path: str | Path, ema: bool = 
     with safe_open(str(src), "pt") as f:
         meta = f.metadata()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(load_file(str(src)), str(path), metadata=meta)
+    tensors = load_file(str(src))
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata=meta)
     return Path(path)
