@@ -123,10 +123,16 @@ class CheckpointLayout:
 
 @dataclass
 class Conditions:
-    """Keyword arguments for the denoiser: conditional, unconditional (for CFG) and shared extras."""
+    """What `Backend.encode` produced for one run.
+
+    ``cond``/``uncond`` are the denoiser's keyword arguments (``uncond`` for CFG); ``state``
+    holds per-run values the backend keeps for itself (e.g. an image latent that pins frame
+    0), handed back to its ``initial_noise`` and ``decode`` — never stored on the request.
+    """
 
     cond: dict[str, Any]
     uncond: dict[str, Any] | None = None
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,8 +220,11 @@ class Backend:
         """Shape of the initial latent for one sample, e.g. (C, T', H', W')."""
         raise NotImplementedError
 
-    def initial_noise(self, request: Any, device: torch.device) -> torch.Tensor:
-        """The seeded starting noise, batch of one; override to match an official implementation's draw."""
+    def initial_noise(self, request: Any, device: torch.device, conditions: Conditions | None = None) -> torch.Tensor:
+        """The seeded starting noise, batch of one; override to match an official implementation's draw.
+
+        The pipeline passes ``conditions`` (keyword) to overrides that accept it.
+        """
         gen = torch.Generator("cpu").manual_seed(int(request.seed))
         noise = torch.randn((1, *self.latent_shape(request)), generator=gen, dtype=torch.float32)
         return noise.to(device)
@@ -224,8 +233,9 @@ class Backend:
         """The denoiser(s) from high noise to low."""
         raise NotImplementedError
 
-    def decode(self, components: Components, latents: torch.Tensor, request: Any) -> torch.Tensor:
-        """Latents to video frames: uint8 (B, T, H, W, 3)."""
+    def decode(self, components: Components, latents: torch.Tensor, request: Any,
+               conditions: Conditions | None = None) -> torch.Tensor:
+        """Latents to video frames: uint8 (B, T, H, W, 3); ``conditions`` as for `initial_noise`."""
         raise NotImplementedError
 
     def weight_sources(self) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class Pipeline:
         timings["encode"] = time.perf_counter() - t0
 
         # 2. noise, schedule, experts, guidance
-        noise = backend.initial_noise(req, self.device)
+        noise = _with_conditions(backend.initial_noise, conds)(req, self.device)
         schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)
         experts = backend.experts(self.components, req)
         component_of = {e.name: e.component for e in experts}
@@ -171,7 +171,7 @@ class Pipeline:
         # 4. decode
         t0 = time.perf_counter()
         with policy.use("vae") if "vae" in self.components else contextlib.nullcontext(), torch.no_grad():
-            frames = backend.decode(self.components, latents, req)
+            frames = _with_conditions(backend.decode, conds)(self.components, latents, req)
         timings["decode"] = time.perf_counter() - t0
         if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
             raise RuntimeError(f"backend {backend.name!r} decode returned {frames.dtype} {tuple(frames.shape)}, "
@@ -215,6 +215,20 @@ class Pipeline:
                           checkpoint=ckpt or None, wall_time_s=wall, timings=timings)
         rec["loras"] = list(self.loras)
         return rec
+
+
+def _with_conditions(method: Callable[..., Any], conds: Any) -> Callable[..., Any]:
+    """``method`` with ``conditions=conds`` bound when it accepts that keyword (older backends do not)."""
+    import functools
+    import inspect
+
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return method
+    if "conditions" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return functools.partial(method, conditions=conds)
+    return method
 
 
 def backend_encode_components(backend: Backend, req: Request) -> list[str]:

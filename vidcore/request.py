@@ -101,7 +101,8 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
             "i2v" if image is not None and "i2v" in backend.tasks else
             "ti2v" if image is not None and "ti2v" in backend.tasks else backend.tasks[0])
     if task not in backend.tasks:
-        raise InvalidRequestError(f"backend {backend.name!r} cannot do task {task!r}; it does {', '.join(backend.tasks)}")
+        raise InvalidRequestError(
+            f"backend {backend.name!r} cannot do task {task!r}; it does {', '.join(backend.tasks)}")
     if image is not None and task not in ("i2v", "ti2v"):
         raise InvalidRequestError(f"--image is for image-to-video; backend {backend.name!r} task {task!r} takes none")
     if video is not None and task != "predict":

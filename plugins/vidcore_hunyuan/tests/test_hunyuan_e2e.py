@@ -56,8 +56,8 @@ def test_latents_match_diffusers_pipeline(tiny, cfg):
     assert video.frames.shape == (5, 48, 64, 3) and video.frames.dtype == torch.uint8
     ours = steps[-1]
     req = vidcore.request.resolve(backend, PROMPT, size=(64, 48), frames=5, seed=7)
-    vars(req)["_hunyuan_noise_dtype"] = torch.float32  # the text encoders' dtype in this fp32 run
-    noise = backend.initial_noise(req, torch.device("cpu"))
+    state = {"noise_dtype": torch.float32}  # the text encoders' dtype in this fp32 run
+    noise = backend.initial_noise(req, torch.device("cpu"), conditions=vidcore.Conditions({}, state=state))
     ref = _diffusers_pipe(pipe, spec)
     tpl = spec.template
     with torch.no_grad():

@@ -13,6 +13,7 @@ from vidcore_hunyuan.buckets import closest_bucket, crop_size_list
 from vidcore_hunyuan.image import clip_pixels, resize_center_crop
 from vidcore_hunyuan.llava import LlavaTextEncoder
 
+from vidcore.backend import Conditions
 from vidcore.errors import InvalidRequestError
 
 diffusers = pytest.importorskip("diffusers")
@@ -144,8 +145,8 @@ def test_i2v_run_matches_diffusers_token_replace(tiny_i2v, tmp_path):
         tokenizer_2=comps["text_encoder_2"].tokenizer, image_processor=llm.image_processor)
     req = resolve(backend, PROMPTS[0], image=str(path), frames=5, seed=11)
     req.width, req.height = 32, 48
-    vars(req)["_hunyuan_noise_dtype"] = torch.float32  # what encode records for this fp32 run
-    noise = backend.initial_noise(req, torch.device("cpu"))  # no image latent stashed: the raw draw
+    state = {"noise_dtype": torch.float32}  # what encode records for this fp32 run
+    noise = backend.initial_noise(req, torch.device("cpu"), conditions=Conditions({}, state=state))  # raw draw
     tpl = spec.template
     with torch.no_grad():
         want = ref(image=Image.fromarray(image.numpy()), prompt=PROMPTS[0], height=48, width=32, num_frames=5,
@@ -177,11 +178,11 @@ def test_i2v_stability_start_and_pinned_first_frame(tiny_i2v, tmp_path):
     conds = backend.encode(pipe.components, req, Inputs(image=image), torch.device("cpu"))
     z = conds.cond["first_frame"]
     assert z.shape == (1, 4, 1, 6, 4)
-    vars(req)["_hunyuan_noise_dtype"] = torch.float16  # as with the official fp16 text encoders
-    mixed = backend.initial_noise(req, torch.device("cpu"))
+    conds.state["noise_dtype"] = torch.float16  # as with the official fp16 text encoders
+    mixed = backend.initial_noise(req, torch.device("cpu"), conditions=conds)
     want = (raw.half() * torch.tensor([0.999]) + z.half() * (1 - torch.tensor([0.999]))).half().float()
     torch.testing.assert_close(mixed, want, rtol=0, atol=0)
     latents = torch.randn(1, 4, 2, 6, 4)
-    frames = backend.decode(pipe.components, latents, req)  # pins frame 0 to the image latent
+    frames = backend.decode(pipe.components, latents, req, conditions=conds)  # pins frame 0 to the image latent
     ref = backend.decode(pipe.components, torch.cat([z, latents[:, :, 1:]], dim=2), req)
     assert torch.equal(frames, ref)

@@ -51,8 +51,8 @@ from .vae import OFFICIAL_TILING, HunyuanVideoVAE
 NEGATIVE = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
             "bad teeth, bad eyes, bad limbs, distortion")
 NEGATIVE_I2V = "deformation, a poor composition and deformed video, bad teeth, bad eyes, bad limbs"
-_FIRST_FRAME = "_hunyuan_image_latent"  # per-request stash (not a Request field): encode -> noise -> decode
-_NOISE_DTYPE = "_hunyuan_noise_dtype"  # the text encoder's dtype, in which the official draws the latents
+_FIRST_FRAME = "image_latent"  # Conditions.state key: encode -> initial_noise -> decode
+_NOISE_DTYPE = "noise_dtype"  # the text encoder's dtype, in which the official draws the latents
 
 
 @dataclass(frozen=True)
@@ -226,15 +226,16 @@ class HunyuanBackend(Backend):
         s = p.spatial_compression
         return (p.latent_channels, (req.frames - 1) // p.time_compression + 1, req.height // s, req.width // s)
 
-    def initial_noise(self, req: Any, device: torch.device) -> torch.Tensor:
+    def initial_noise(self, req: Any, device: torch.device, conditions: Conditions | None = None) -> torch.Tensor:
         """As ``sample_video.py``: a generator on the run's device seeded with the seed, one draw in the text
         encoder's dtype (``prompt_embeds.dtype``: fp16 officially); I2V stability mixes in 0.1% of the image
         latent and rounds to that dtype again (``prepare_latents``)."""
         device = torch.device(device)
-        dtype = vars(req).get(_NOISE_DTYPE, torch.float16)
+        state = conditions.state if conditions is not None else {}
+        dtype = state.get(_NOISE_DTYPE, torch.float16)
         gen = torch.Generator(device=device).manual_seed(int(req.seed))
         noise = torch.randn((1, *self.latent_shape(req)), generator=gen, device=device, dtype=dtype)
-        first = vars(req).get(_FIRST_FRAME)
+        first = state.get(_FIRST_FRAME)
         if self.spec.stability and first is not None:
             t = torch.tensor([0.999], device=device)
             noise = (noise * t + first.to(device, dtype).expand_as(noise) * (1 - t)).to(dtype)
@@ -264,7 +265,7 @@ class HunyuanBackend(Backend):
     def encode(self, components: Components, req: Any, inputs: Inputs, device: torch.device) -> Conditions:
         prompt = self._prompt(req.prompt)
         image = inputs.image if self.spec.i2v else None
-        vars(req)[_NOISE_DTYPE] = next(components["text_encoder"].parameters()).dtype
+        state: dict[str, Any] = {_NOISE_DTYPE: next(components["text_encoder"].parameters()).dtype}
         c = self._text(components, prompt, req, image, device)
         u = None
         if float(req.guidance) > 1.0:  # do_classifier_free_guidance; an empty negative means the official one
@@ -279,15 +280,16 @@ class HunyuanBackend(Backend):
             c["first_frame"] = z
             if u is not None:
                 u["first_frame"] = z
-            vars(req)[_FIRST_FRAME] = z
-        return Conditions(c, u)
+            state[_FIRST_FRAME] = z
+        return Conditions(c, u, state)
 
     def experts(self, components: Components, req: Any) -> list[Expert]:
         return [Expert("denoiser", "denoiser", _network(components["denoiser"]), "flow", 0.0)]
 
-    def decode(self, components: Components, latents: torch.Tensor, req: Any) -> torch.Tensor:
+    def decode(self, components: Components, latents: torch.Tensor, req: Any,
+               conditions: Conditions | None = None) -> torch.Tensor:
         vae = components["vae"]
-        first = vars(req).pop(_FIRST_FRAME, None)
+        first = conditions.state.get(_FIRST_FRAME) if conditions is not None else None
         if first is not None:  # token replacement: frame 0 is the image latent throughout (pipeline step)
             latents = torch.cat([first.to(latents), latents[:, :, 1:]], dim=2)
         param = next(vae.parameters())

@@ -202,6 +202,7 @@ class WanBackend(Backend):
     def encode(self, components: Components, req: Any, inputs: Inputs, device: torch.device) -> Conditions:
         enc = components["text_encoder"]
         negative = req.negative or NEGATIVE  # official: an empty n_prompt means the config's negative prompt
+        state: dict[str, Any] = {}
         c: dict[str, Any] = {"context": self._text(enc, req.prompt, device)}
         u: dict[str, Any] = {"context": self._text(enc, negative, device)}
         if req.task in ("i2v", "ti2v"):
@@ -218,8 +219,8 @@ class WanBackend(Backend):
                 z = vae.encode(cond.ti2v_image(image, req.width, req.height).to(vdev), chunked=True).float()
                 z = z.to(device)
                 c["first_frame"], u["first_frame"] = z, z
-                vars(req)["_wan_first_frame"] = z  # decode pins the first frame again (not a request field)
-        return Conditions(c, u)
+                state["first_frame"] = z  # decode pins the first frame again
+        return Conditions(c, u, state)
 
     def experts(self, components: Components, req: Any) -> list[Expert]:
         out = []
@@ -228,9 +229,10 @@ class WanBackend(Backend):
             out.append(Expert(comp, comp, _network(components[comp]), "flow", boundary))
         return out
 
-    def decode(self, components: Components, latents: torch.Tensor, req: Any) -> torch.Tensor:
+    def decode(self, components: Components, latents: torch.Tensor, req: Any,
+               conditions: Conditions | None = None) -> torch.Tensor:
         vae = components["vae"]
-        first = vars(req).pop("_wan_first_frame", None)
+        first = conditions.state.get("first_frame") if conditions is not None else None
         if first is not None:
             latents = latents.clone()
             latents[:, :, :1] = first.to(latents)
