@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .distributed.runtime import add_arguments as add_parallel_arguments
 from .errors import Cancelled, VidcoreError
 
 DEFAULT_BACKEND = "latte-shapes"
@@ -58,6 +59,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from .distributed import init_from_args
     from .fileio import check_output_path
     from .memory import get_policy
     from .pipeline import load
@@ -97,12 +99,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     for path, _, _ in loras:
         if not Path(path).is_file():
             raise VidcoreError(f"LoRA file {path!r} does not exist")
-    pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=args.device)
+    par = init_from_args(args, backend)  # torchrun: checks --ulysses/--ring/--cfg-parallel; None on one process
+    if par is not None:
+        req = par.same_request(req)  # every rank uses rank 0's seed
+    pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else args.device)
     for path, scale, mode in loras:
         pipe.load_lora(path, scale=scale, mode=mode)
-    video = pipe.run(req, inputs, progress=False if args.quiet else None)
-    path = video.save(out, overwrite=args.overwrite)
-    _out(str(path))
+    try:
+        if par is not None:
+            par.prepare(pipe)
+        writer = par is None or par.is_writer
+        video = pipe.run(req, inputs, progress=False if args.quiet or not writer else None)
+        if writer:
+            _out(str(video.save(out, overwrite=args.overwrite)))
+    finally:
+        pipe.close()
+        if par is not None:
+            par.close()
     return 0
 
 
@@ -271,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help="apply a LoRA file (repeatable)")
     p.add_argument("--from-record", metavar="RUN.json", help="reproduce the run a record describes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_parallel_arguments(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("batch", help="generate one video per JSONL line; resumable; shards over torchrun ranks")

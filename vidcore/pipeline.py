@@ -76,6 +76,8 @@ class Pipeline:
         self.device, self.dtype, self.ckpt_dir = device, dtype, ckpt_dir
         self.checkpoint = checkpoint
         self.memory_name = memory_name
+        #: a vidcore.distributed.Parallel when one video spans several ranks (set by its prepare())
+        self.parallel: Any = None
         self.loras: list[dict[str, Any]] = []
 
     # -- public API -------------------------------------------------------------------------
@@ -125,7 +127,9 @@ class Pipeline:
         # a backend may ask for sequential passes (the official order); a memory policy may too
         batched = bool(g_opts.pop("batched", True)) and policy.batched_guidance
         guidance = Guidance(scale=req.guidance, batched=batched, **g_opts)
-        guided = guidance.wrap(model, cond, uncond, schedule)
+        par = self.parallel
+        guided = (par.guide(guidance, model, cond, uncond, schedule) if par is not None
+                  else guidance.wrap(model, cond, uncond, schedule))
         sampler = Sampler.get(req.sampler)
         generator = torch.Generator("cpu").manual_seed(req.seed + 1)
 
@@ -170,7 +174,8 @@ class Pipeline:
 
         # 4. decode
         t0 = time.perf_counter()
-        with policy.use("vae") if "vae" in self.components else contextlib.nullcontext(), torch.no_grad():
+        split = par.decoding() if par is not None else contextlib.nullcontext()  # VAE tiles over the ranks
+        with policy.use("vae") if "vae" in self.components else contextlib.nullcontext(), torch.no_grad(), split:
             frames = _with_conditions(backend.decode, conds)(self.components, latents, req)
         timings["decode"] = time.perf_counter() - t0
         if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
@@ -214,6 +219,9 @@ class Pipeline:
                           preset=self.memory_name), dtype=dtype_name(self.dtype), device=self.device,
                           checkpoint=ckpt or None, wall_time_s=wall, timings=timings)
         rec["loras"] = list(self.loras)
+        if self.parallel is not None:
+            layout = self.parallel.layout
+            rec["parallel"] = {k: getattr(layout, k) for k in ("world", "cfg", "ulysses", "ring") if hasattr(layout, k)}
         return rec
 
 
