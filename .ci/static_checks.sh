@@ -3,7 +3,7 @@
 #   1. hadolint on every Dockerfile under docker/
 #   2. checkov on infra/ with zero failed checks (skips must carry a reason; tests/test_infra.py checks that)
 #   3. docker/install.sh, the images' install step, in a plain virtual environment with the CPU build of
-#      the torch release the lock pins, so a wrong package name, extra or pin fails here
+#      the torch release the lock pins (--torch installed), so a wrong package name, extra or pin fails here
 # hadolint and checkov live in their own virtual environment, outside the clone so that later runs on
 # the same machine reuse it (rebuilt when the pinned versions change; VIDCORE_CI_TOOLS overrides the
 # path): checkov pins old versions of packages the project environment shares, so it never joins it.
@@ -20,20 +20,37 @@ failed=()
 step() { printf '\n== static checks [%3ss]: %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 # --- 3, started first: the install script in a plain venv ---------------------------------------------
+# The venv sees nothing of the machine's packages except one: the CPU build of the pinned torch, kept in
+# a cached venv of its own (rebuilt when the lock changes) and made visible through a .pth file after
+# the venv's own site-packages. Unpacking torch anew on every run would cost minutes; everything else,
+# vidcore's packages and every other dependency, is installed into the fresh venv by docker/install.sh.
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/vidcore-ci"
 WORK="$(mktemp -d)"
 INSTALL_LOG="$WORK/install.log"
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
+purelib() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 install_check() {
   set -euo pipefail
-  local torch
+  local torch lock_hash torch_env
   torch="$(sed -n 's/^torch==\(.*\)$/\1/p' docker/constraints.txt)"
+  lock_hash="$(sha256sum docker/constraints.txt | cut -c1-12)"
+  torch_env="${VIDCORE_CI_TORCH:-$CACHE/torch-$torch-cpu-$lock_hash}"
+  if ! "$torch_env/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$torch')" 2>/dev/null
+  then
+    echo "caching torch==$torch+cpu in $torch_env"
+    rm -rf "$CACHE"/torch-*-cpu-* "$torch_env"
+    mkdir -p "$CACHE"
+    "$PYTHON" -m venv "$torch_env"
+    # a local wheel folder has the CPU build on this kind of machine; elsewhere PyTorch's CPU index does
+    "$torch_env/bin/pip" install --quiet --disable-pip-version-check -c docker/constraints.txt \
+      "torch==$torch+cpu" 2>/dev/null \
+      || "$torch_env/bin/pip" install --quiet --disable-pip-version-check -c docker/constraints.txt \
+        --extra-index-url https://download.pytorch.org/whl/cpu "torch==$torch+cpu"
+  fi
   "$PYTHON" -m venv "$WORK/venv"
-  echo "torch==$torch+cpu into a plain venv"
-  # pip finds the CPU build in a local wheel folder where the machine has one, else on PyTorch's CPU index
-  "$WORK/venv/bin/pip" install --quiet --disable-pip-version-check "torch==$torch+cpu" 2>/dev/null \
-    || "$WORK/venv/bin/pip" install --quiet --disable-pip-version-check \
-      --extra-index-url https://download.pytorch.org/whl/cpu "torch==$torch+cpu"
+  purelib "$torch_env" > "$(purelib "$WORK/venv")/_vidcore_ci_torch.pth"
+  echo "plain venv $WORK/venv, torch==$torch+cpu from $torch_env"
   bash docker/install.sh --venv "$WORK/venv" --torch installed --plugins all
 }
 ( install_check >"$INSTALL_LOG" 2>&1 ) &
@@ -76,7 +93,7 @@ fi
 # --- 3. wait for the install check -----------------------------------------------------------------------
 step "docker/install.sh --torch installed --plugins all in a plain venv (waiting)"
 if wait "$install_pid"; then
-  grep -E '^\[install\]|^torch==' "$INSTALL_LOG"
+  grep -E '^\[install\]|^plain venv|^caching' "$INSTALL_LOG"
 else
   grep -v 'is ignored: it is neither a file nor a directory' "$INSTALL_LOG" | tail -n 40
   failed+=(install.sh)
