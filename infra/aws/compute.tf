@@ -78,12 +78,5 @@ resource "aws_instance" "host" {
 
   tags = { Name = "${var.name}-host" }
 
-  lifecycle {
-    precondition {
-      condition     = local.zone != ""
-      error_message = "No availability zone of ${var.region} offers ${var.instance_type}; choose another region or instance_type."
-    }
-  }
-
   depends_on = [aws_route_table_association.private, aws_nat_gateway.this]
 }

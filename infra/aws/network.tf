@@ -36,6 +36,13 @@ resource "aws_subnet" "private" {
   map_public_ip_on_launch = false
 
   tags = { Name = "${var.name}-private" }
+
+  lifecycle {
+    precondition {
+      condition     = local.zone != ""
+      error_message = "No availability zone of ${var.region} offers ${var.instance_type}; choose another region or instance_type."
+    }
+  }
 }
 
 # Holds only the NAT gateway.
