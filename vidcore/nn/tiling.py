@@ -73,9 +73,11 @@ def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, spec:
     (th, tw), (sh, sw) = spec.tile, spec.stride
     blend_h, blend_w = spec.out(th) - spec.out(sh), spec.out(tw) - spec.out(sw)
     crop_h, crop_w = spec.out(sh), spec.out(sw)
-    rows: list[list[torch.Tensor]] = []
-    for i in range(0, height, sh):
-        rows.append([fn(x[..., i:i + th, j:j + tw]) for j in range(0, width, sw)])
+    from ..distributed.vae import map_tiles  # under a decode split, tiles are spread over the ranks
+
+    row_starts, col_starts = range(0, height, sh), range(0, width, sw)
+    done = iter(map_tiles(fn, [x[..., i:i + th, j:j + tw] for i in row_starts for j in col_starts]))
+    rows: list[list[torch.Tensor]] = [[next(done) for _ in col_starts] for _ in row_starts]
     out_rows = []
     for i, row in enumerate(rows):
         pieces = []
@@ -87,3 +89,40 @@ def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, spec:
             pieces.append(tile[..., :crop_h, :crop_w])
         out_rows.append(torch.cat(pieces, dim=-1))
     return torch.cat(out_rows, dim=-2)[..., :spec.out(height), :spec.out(width)]
+
+
+def blend_frames(prev: torch.Tensor, cur: torch.Tensor, extent: int) -> torch.Tensor:
+    """Fade ``cur``'s first ``extent`` frames (dim 2) in from ``prev``'s last frames (in place on ``cur``)."""
+    extent = min(prev.shape[2], cur.shape[2], extent)
+    for i in range(extent):
+        w = i / extent
+        cur[:, :, i] = prev[:, :, -extent + i] * (1 - w) + cur[:, :, i] * w
+    return cur
+
+
+def temporal_tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, stride: int,
+                       scale: float) -> torch.Tensor:
+    """Apply ``fn`` over overlapping windows of ``x``'s frames (dim 2) and blend; ``scale`` = output/input frames.
+
+    For causal video VAEs whose norms span all frames (not streamable chunk by
+    chunk). Window k covers input frames ``[k*stride, k*stride + tile + 1)`` (one
+    extra frame: a causal VAE maps 1 + 4n frames to 1 + n latents); every window
+    after the first drops its first output frame, fades in from its predecessor
+    over the overlap and is cropped to the stride; the first keeps ``stride + 1``
+    frames (HunyuanVideo's ``temporal_tiled_decode``). ``tile``/``stride`` are in
+    input frames; under a decode split the windows are spread over the ranks.
+    """
+    from ..distributed.vae import map_tiles
+
+    out_tile, out_stride = round(tile * scale), round(stride * scale)
+    extent = out_tile - out_stride
+    outs = map_tiles(fn, [x[:, :, start:start + tile + 1] for start in range(0, x.shape[2], stride)])
+    pieces = [out if k == 0 else out[:, :, 1:] for k, out in enumerate(outs)]
+    result = []
+    for k, piece in enumerate(pieces):
+        if k == 0:
+            result.append(piece[:, :, :out_stride + 1])
+        else:
+            result.append(blend_frames(pieces[k - 1], piece, extent)[:, :, :out_stride])
+    total = round((x.shape[2] - 1) * scale) + 1
+    return torch.cat(result, dim=2)[:, :, :total]

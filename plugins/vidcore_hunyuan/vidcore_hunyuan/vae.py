@@ -26,9 +26,9 @@ from torch import nn
 import vidcore
 from vidcore.nn.causal_conv import CausalConv3d
 from vidcore.nn.tiling import TileSpec, tiled_map
+from vidcore.nn.tiling import temporal_tiled_map as temporal_tiled
 
 from .params import VAEParams
-from .temporal_tiling import temporal_tiled
 
 
 class CausalConv(nn.Module):
