@@ -95,3 +95,10 @@ def test_vae_training_and_latent_dit_on_its_latents(tmp_path):
                                 sample_every=1, sample_prompts=("a red circle",)), resume=False)
     assert torch.isfinite(torch.tensor(latent.run())).all()
     assert len(list((tmp_path / "run" / "samples" / "step-0000001").glob("*.mp4"))) == 1
+    cached = Trainer(tiny_train(tmp_path, model=dit, vae_model=str(vae_file), predict_prob=0.0, steps=1,
+                                out=str(tmp_path / "cached"), latent_cache=str(tmp_path / "lat.safetensors"),
+                                cache_size=4), resume=False)
+    on_the_fly = Trainer(tiny_train(tmp_path, model=dit, vae_model=str(vae_file), predict_prob=0.0, steps=1,
+                                    out=str(tmp_path / "fly")), resume=False)
+    assert cached.train_step() == pytest.approx(on_the_fly.train_step(), rel=1e-5)  # samples 0..3 either way
+    assert (tmp_path / "lat.safetensors").exists()

@@ -37,7 +37,8 @@ class TrainConfig:
     logit_std: float = 1.0
     kl_weight: float = 1e-6  # VAE only
     vae_model: str | None = None  # trained VAE file for latent denoisers (its weights are frozen)
-    latent_cache: str | None = None  # file of precomputed latents (folder data only)
+    latent_cache: str | None = None  # file of precomputed VAE latents (made on first use)
+    cache_size: int = 1024  # clips in the latent cache
     out: str = "runs/latte"
     save_every: int = 200
     keep: int = 2

@@ -182,9 +182,14 @@ class Trainer:
         c = self.config
         xs, texts, frames_known = [], [], []
         gens = [sample_generator(c.seed, g) for g in indices]
+        cache = self.latent_cache()
         for g, gen in zip(indices, gens):
-            item = self.source.item(g)
-            xs.append(item["video"].permute(3, 0, 1, 2) * 2 - 1)  # (C, T, H, W) in [-1, 1]
+            if cache is not None:
+                item = {"video": cache[0][g % len(cache[1])], "caption": cache[1][g % len(cache[1])]}
+                xs.append(item["video"])
+            else:
+                item = self.source.item(g)
+                xs.append(item["video"].permute(3, 0, 1, 2) * 2 - 1)  # (C, T, H, W) in [-1, 1]
             drop = torch.rand((), generator=gen).item() < c.cond_dropout
             texts.append("" if drop else item["caption"])
             predict = torch.rand((), generator=gen).item() < c.predict_prob
@@ -193,9 +198,10 @@ class Trainer:
         x0 = torch.stack(xs).to(self.device)
         if c.task == "vae":
             return {"x0": x0, "gens": gens}
-        if "vae" in self.frozen:
+        if "vae" in self.frozen and cache is None:
             with torch.no_grad():
                 x0 = self.frozen["vae"].encode_latents(x0, generator=None)
+        if "vae" in self.frozen:
             x0 = (x0 - c.model.latent_shift) * c.model.latent_scale
         parts = [self.objective.sample(x0[i: i + 1], gens[i]) for i in range(len(indices))]
         x_t = torch.cat([p[0] for p in parts])
@@ -212,6 +218,37 @@ class Trainer:
         return {"x_t": x_t, "timestep": timestep, "target": target, "ids": ids, "x0": x0,
                 "cond_frames": x0 if uses_frames else None, "cond_mask": mask if uses_frames else None,
                 "weight": 1 - mask}
+
+    def latent_cache(self) -> tuple[torch.Tensor, list[str]] | None:
+        """Latents of samples 0..cache_size-1 from the frozen VAE, computed once into ``latent_cache``.
+
+        Sample ``g`` then uses cached latent ``g % cache_size``: the VAE runs once per clip
+        instead of once per step, at the price of a finite set of clips.
+        """
+        c = self.config
+        if c.latent_cache is None or "vae" not in self.frozen:
+            return None
+        if getattr(self, "_cache", None) is None:
+            from safetensors import safe_open
+            from safetensors.torch import save_file
+
+            path = Path(c.latent_cache)
+            if not path.exists() and self.rank == 0:
+                lat, caps = [], []
+                with torch.no_grad():
+                    for g in range(c.cache_size):
+                        item = self.source.item(g)
+                        x = item["video"].permute(3, 0, 1, 2)[None].to(self.device) * 2 - 1
+                        lat.append(self.frozen["vae"].encode_latents(x)[0].cpu())
+                        caps.append(item["caption"])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"latents": torch.stack(lat)}, str(path), metadata={"captions": json.dumps(caps)})
+                log.info("cached %d latents in %s", len(lat), path)
+            if self.world > 1:
+                torch.distributed.barrier()
+            with safe_open(str(path), "pt") as f:
+                self._cache = (f.get_tensor("latents"), json.loads(f.metadata()["captions"]))
+        return self._cache
 
     def losses(self, batch: dict) -> torch.Tensor:
         """Per-sample losses (B,), in float32."""
