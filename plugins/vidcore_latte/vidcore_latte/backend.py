@@ -90,10 +90,6 @@ class LatteBackend(Backend):
             if (w, h) != (request.width, request.height):
                 raise InvalidRequestError(f"--video is {w}x{h} but the model makes {request.width}x"
                                           f"{request.height}; resize the clip first")
-            if context_frames(video.shape[0], request.frames) >= request.frames:
-                raise InvalidRequestError(f"--frames {request.frames} leaves nothing to predict after the "
-                                          f"{context_frames(video.shape[0], request.frames)} given frames; "
-                                          "ask for more frames")
 
     def _grid(self, request) -> tuple[int, int]:
         """(temporal multiple, frames the denoiser runs on) for a request."""
