@@ -75,7 +75,7 @@ def test_amp_training_runs(tiny_config, amp):
 @pytest.mark.parametrize("prediction", ["eps", "v"])
 def test_unet_trains_in_pixel_space(tmp_path, prediction):
     model = ModelConfig(denoiser="unet", unet={"base_channels": 8, "groups": 4, "heads": 2, "mid_blocks": 1},
-                        text={"dim": 16, "heads": 2}, prediction=prediction, frames=4, size=16)
+                        text={"dim": 16, "heads": 2}, prediction=prediction, process="vp", frames=4, size=16)
     trainer = Trainer(tiny_train(tmp_path, model=model, predict_prob=0.0), resume=False)
     assert all(torch.isfinite(torch.tensor(trainer.run())))
 
