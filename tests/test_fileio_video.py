@@ -97,3 +97,16 @@ def test_to_uint8_rounding():
     x = torch.tensor([-1.0, 0.0, 1.0, 2.0, -3.0])
     assert to_uint8(x).tolist() == [0, 128, 255, 255, 0]
     assert to_uint8(x, rounding="floor").tolist() == [0, 127, 255, 255, 0]
+
+
+def test_outputs_follow_the_umask_not_mkstemps_private_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "x.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == 0o644
