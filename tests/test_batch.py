@@ -88,9 +88,9 @@ sys.path.insert(0, {tests!r})
 import toy_backend
 slow = float(sys.argv[1])
 orig = toy_backend.ToyBackend.decode
-def decode(self, *a, **k):
+def decode(self, components, latents, request):
     time.sleep(slow)
-    return orig(self, *a, **k)
+    return orig(self, components, latents, request)
 toy_backend.ToyBackend.decode = decode
 from vidcore import plugins
 plugins.reset(extra_plugins=[("toy", toy_backend)])
@@ -114,8 +114,10 @@ def test_sigterm_midway_then_restart_does_each_prompt_exactly_once(toy_ckpt, tmp
     deadline = time.time() + 180
     while len(complete_records(out)) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    died_early = proc.poll() is not None
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    assert not died_early, f"the batch ended before it was killed: {err[-2000:]}"
     assert proc.returncode != 0
     first = complete_records(out)
     assert 2 <= len(first) < n
