@@ -102,6 +102,7 @@ def test_existing_output_needs_overwrite(toy_ckpt, out_dir, capsys):
 
 def test_image_task_without_image(toy_registry, out_dir, capsys):
     import toy_backend
+
     from vidcore.request import resolve
 
     with pytest.raises(Exception, match="needs an input image"):
