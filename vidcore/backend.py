@@ -180,7 +180,7 @@ class Backend:
     # -- building and loading ---------------------------------------------------------------
     def build(self, device: torch.device | str = "meta", dtype: torch.dtype | None = None) -> Components:
         """Construct every component with its architecture (random or empty weights) on ``device``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement Backend.build")
 
     def key_map(self, component: str, names: list[str]) -> dict[str, str]:
         """Map checkpoint tensor names to module names (identity for the official layout)."""
@@ -214,11 +214,11 @@ class Backend:
 
     def encode(self, components: Components, request: Any, inputs: Inputs, device: torch.device) -> Conditions:
         """Text (and image/video) conditions as denoiser keyword arguments."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement Backend.encode")
 
     def latent_shape(self, request: Any) -> tuple[int, ...]:
         """Shape of the initial latent for one sample, e.g. (C, T', H', W')."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement Backend.latent_shape")
 
     def initial_noise(self, request: Any, device: torch.device, conditions: Conditions | None = None) -> torch.Tensor:
         """The seeded starting noise, batch of one; override to match an official implementation's draw.
@@ -231,12 +231,12 @@ class Backend:
 
     def experts(self, components: Components, request: Any) -> list[Expert]:
         """The denoiser(s) from high noise to low."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement Backend.experts")
 
     def decode(self, components: Components, latents: torch.Tensor, request: Any,
                conditions: Conditions | None = None) -> torch.Tensor:
         """Latents to video frames: uint8 (B, T, H, W, 3); ``conditions`` as for `initial_noise`."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement Backend.decode")
 
     def weight_sources(self) -> dict[str, Any]:
         """For `vidcore backends --json`: where the weights come from."""

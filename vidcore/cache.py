@@ -154,7 +154,7 @@ class StepCache:
         return out
 
     def __call__(self, run: Callable[..., Any], *state: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement StepCache.__call__")
 
 
 class TeaCache(StepCache):

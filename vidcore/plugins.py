@@ -215,13 +215,11 @@ def get_backend(name: str):
     """The registered `vidcore.Backend` called ``name``."""
     reg = registry()
     entry = reg.entries["backend"].get(name)
-    if entry is None:
-        hint = _broken_hint(reg)
-        known = reg.names("backend")
-        raise UnknownNameError("backend", name, known) if not hint else VidcoreError(
-            f"{UnknownNameError('backend', name, known)} ({hint})"
-        )
-    return entry.obj
+    if entry is not None:
+        return entry.obj
+    error = UnknownNameError("backend", name, reg.names("backend"))
+    hint = _broken_hint(reg)
+    raise VidcoreError(f"{error} ({hint})") if hint else error
 
 
 def _broken_hint(reg: Registry) -> str:

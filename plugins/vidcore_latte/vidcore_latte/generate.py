@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vidcore.errors import InvalidRequestError
 from vidcore.guidance import Guidance
 from vidcore.sampling import Sampler, Scheduler, wrap_network
 
@@ -39,7 +40,8 @@ def generate(components: dict[str, nn.Module], config: ModelConfig, prompts: lis
     past = torch.zeros(len(prompts), *shape)
     if context is not None:
         if config.vae is not None:
-            raise NotImplementedError("prediction with latent models is not supported yet (pixel models only)")
+            raise InvalidRequestError("prediction (--video) works with pixel-space Latte models only, such as "
+                                      "latte-shapes; this model generates in a VAE's latent space")
         for i, clip in enumerate(context):
             k = min(clip.shape[0], MAX_CONTEXT)
             past[i, :, :k] = clip[:k].permute(3, 0, 1, 2).float() / 127.5 - 1
