@@ -102,3 +102,20 @@ def test_vae_training_and_latent_dit_on_its_latents(tmp_path):
                                     out=str(tmp_path / "fly")), resume=False)
     assert cached.train_step() == pytest.approx(on_the_fly.train_step(), rel=1e-5)  # samples 0..3 either way
     assert (tmp_path / "lat.safetensors").exists()
+
+
+def test_train_config_by_name_file_or_clear_error(tmp_path, monkeypatch):
+    from vidcore_latte.train.cli import load_config
+
+    from vidcore.errors import UnknownNameError
+
+    # the run folder is often named after its config: the built-in name must still win over it
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latte-shapes").mkdir()
+    assert load_config("latte-shapes").model.size == 64
+    assert load_config("latte-shapes", {"steps": 7, "lr": None}).steps == 7
+    custom = tmp_path / "mine.yaml"
+    custom.write_text("steps: 3\nbatch: 2\n")
+    assert (load_config(str(custom)).steps, load_config(str(custom)).batch) == (3, 2)
+    with pytest.raises(UnknownNameError, match="latte-shapes"):
+        load_config("latte-shape")

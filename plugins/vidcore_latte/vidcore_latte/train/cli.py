@@ -22,7 +22,8 @@ def load_config(name_or_path: str, overrides: dict | None = None):
     from .config import TrainConfig
 
     path = Path(name_or_path)
-    if not path.exists():
+    if not path.is_file():
+        # a built-in name wins over a folder of the same name (e.g. the run folder runs/latte-shapes)
         if name_or_path not in builtin_configs():
             raise UnknownNameError("training config", name_or_path, builtin_configs())
         path = CONFIG_DIR / f"{name_or_path}.yaml"
