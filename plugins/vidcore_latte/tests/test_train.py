@@ -119,3 +119,19 @@ def test_train_config_by_name_file_or_clear_error(tmp_path, monkeypatch):
     assert (load_config(str(custom)).steps, load_config(str(custom)).batch) == (3, 2)
     with pytest.raises(UnknownNameError, match="latte-shapes"):
         load_config("latte-shape")
+
+
+def test_set_overrides_any_training_setting():
+    from vidcore_latte.train.cli import load_config, parse_settings
+
+    from vidcore.errors import InvalidRequestError
+
+    settings = parse_settings(["time_shift=4", "logit_std=1.0", "amp=bf16", "sample_prompts=[a red circle]"])
+    assert settings == {"time_shift": 4, "logit_std": 1.0, "amp": "bf16", "sample_prompts": ["a red circle"]}
+    config = load_config("latte-shapes", settings)
+    assert (config.time_shift, config.logit_std, config.amp, config.sample_prompts) == (4, 1.0, "bf16",
+                                                                                          ("a red circle",))
+    with pytest.raises(InvalidRequestError, match="KEY=VALUE"):
+        parse_settings(["time_shift"])
+    with pytest.raises(InvalidRequestError, match="unknown training settings"):
+        load_config("latte-shapes", parse_settings(["time_shfit=4"]))

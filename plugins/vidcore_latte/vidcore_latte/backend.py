@@ -7,9 +7,9 @@ no checkpoint; other Latte models are loaded from ``--ckpt DIR`` holding
 ``model.safetensors`` (what ``vidcore train --export`` writes).
 
 Prediction (task ``predict``): the past frames enter the denoiser as extra
-input channels concatenated to the noisy latents (their clean values plus a
-0/1 mask saying which frames are given), not by masking the noise. The given
-frames are pasted back unchanged into the output.
+input channels concatenated to the noisy input, not by masking the noise;
+latent models encode them with their VAE first (see `vidcore_latte.context`).
+The frames used are pasted back unchanged into the output.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import torch
 from vidcore.backend import Backend, Conditions, Defaults, Expert, Frames, Inputs, Sizes
 from vidcore.errors import CheckpointError, InvalidRequestError
 
+from .context import context_counts, denoiser_context
 from .system import ModelConfig, build_components, load_model, read_config
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MAX_CONTEXT = 8  # past frames the demo model was trained to continue from
 
 
 def ceil_to(n: int, multiple: int) -> int:
@@ -78,8 +78,12 @@ class LatteBackend(Backend):
 
     # -- the pipeline's questions --------------------------------------------------------------
     def encode_components(self, request) -> list[str]:
-        """Only the text encoder runs while encoding (past frames need no network in pixel space)."""
-        return ["text_encoder"] if self.model_config().text is not None else []
+        """The text encoder, and for prediction with a latent model the VAE (it encodes the past frames)."""
+        cfg = self.model_config()
+        names = ["text_encoder"] if cfg.text is not None else []
+        if request.task == "predict" and cfg.vae is not None:
+            names.append("vae")
+        return names
 
     def validate(self, request, inputs: Inputs) -> None:
         if request.task == "predict":
@@ -90,12 +94,6 @@ class LatteBackend(Backend):
             if (w, h) != (request.width, request.height):
                 raise InvalidRequestError(f"--video is {w}x{h} but the model makes {request.width}x"
                                           f"{request.height}; resize the clip first")
-
-    def _grid(self, request) -> tuple[int, int]:
-        """(temporal multiple, frames the denoiser runs on) for a request."""
-        cfg = self.model_config()
-        tmult = cfg.dit_config().temporal_patch if cfg.denoiser == "dit" else 1
-        return tmult, ceil_to(request.frames, tmult)
 
     def validate_frames(self, request) -> None:
         cfg = self.model_config()
@@ -121,23 +119,11 @@ class LatteBackend(Backend):
             cond["context"] = enc.encode([request.prompt], device)
             uncond["context"] = enc.encode([request.negative or ""], device)
         if request.task == "predict":
-            if self.model_config().vae is not None:
-                raise InvalidRequestError("prediction is implemented for pixel-space Latte models only")
-            frames, mask = self.context(inputs.video, request)
+            frames, mask, _ = denoiser_context(self.model_config(), inputs.video, request.frames,
+                                               self.latent_shape(request), components.get("vae"), device)
             for d in (cond, uncond):
-                d["cond_frames"], d["cond_mask"] = frames.to(device), mask.to(device)
+                d["cond_frames"], d["cond_mask"] = frames, mask
         return Conditions(cond, uncond)
-
-    def context(self, video: torch.Tensor, request) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last (up to 8) given frames as denoiser channels (1, 3, T, H, W) in [-1, 1] and their mask."""
-        _, frames = self._grid(request)
-        k = context_frames(video.shape[0], request.frames)
-        past = video[-k:].permute(3, 0, 1, 2).float() / 127.5 - 1
-        x = torch.zeros(1, 3, frames, request.height, request.width)
-        x[0, :, :k] = past
-        mask = torch.zeros(1, 1, frames, 1, 1)
-        mask[:, :, :k] = 1
-        return x, mask
 
     def experts(self, components, request) -> list[Expert]:
         return [Expert("denoiser", "denoiser", components["denoiser"], self.model_config().prediction)]
@@ -153,7 +139,7 @@ class LatteBackend(Backend):
             from vidcore.video import read_video
 
             video, _ = read_video(request.video)
-            k = context_frames(video.shape[0], request.frames)
+            k, _ = context_counts(cfg, video.shape[0], request.frames)
             x[:, :, :k] = video[-k:].permute(3, 0, 1, 2).float().to(x.device) / 127.5 - 1
         return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
 
@@ -173,7 +159,3 @@ def latent_layout(config: ModelConfig, frames: int, height: int, width: int | No
     t = ceil_to(frames, tmult)
     return (config.channels, t, height, width), t
 
-
-def context_frames(given: int, total: int) -> int:
-    """How many of the given frames condition a prediction of ``total`` frames."""
-    return max(1, min(given, MAX_CONTEXT, total - 1))

@@ -27,10 +27,24 @@ def load_demo(path: str | None = None, device: str = "cpu"):
     return load_model(path or DEMO.weights, device)
 
 
-def evaluate_t2v(components, config, rounds: int = 1, steps: int = 20, guidance: float = 4.0, shift: float = 2.0,
-                 sampler: str = "flow_euler", batch: int = 16, seed: int = 0, limit: int | None = None) -> dict:
-    """Accuracy of colour, shape and direction (and all three) over ``rounds`` x 48 clips."""
+def demo_sampling() -> dict:
+    """The demo backend's sampling defaults (steps, guidance, shift, sampler): what `vidcore generate` uses."""
+    from .backends import DEMO
+
+    d = DEMO.defaults
+    return {"steps": d.steps, "guidance": d.guidance, "shift": d.schedule_options["shift"], "sampler": d.sampler}
+
+
+def evaluate_t2v(components, config, rounds: int = 1, steps: int | None = None, guidance: float | None = None,
+                 shift: float | None = None, sampler: str | None = None, batch: int = 16, seed: int = 0,
+                 limit: int | None = None) -> dict:
+    """Accuracy of colour, shape and direction (and all three) over ``rounds`` x 48 clips.
+
+    Sampling settings left as None are the demo backend's defaults.
+    """
     from .generate import generate
+
+    steps, guidance, shift, sampler = _settings(steps, guidance, shift, sampler)
 
     clips = grid_clips(rounds)[:limit]
     tally = {"colour": 0, "shape": 0, "direction": 0, "all": 0}
@@ -53,11 +67,13 @@ def evaluate_t2v(components, config, rounds: int = 1, steps: int = 20, guidance:
     return {"clips": n, **{k: v / n for k, v in tally.items()}, "failures": failures}
 
 
-def evaluate_predict(components, config, given: int = 4, rounds: int = 1, steps: int = 20, guidance: float = 4.0,
-                     shift: float = 2.0, sampler: str = "flow_euler", batch: int = 16, seed: int = 0,
-                     limit: int | None = None) -> dict:
+def evaluate_predict(components, config, given: int = 4, rounds: int = 1, steps: int | None = None,
+                     guidance: float | None = None, shift: float | None = None, sampler: str | None = None,
+                     batch: int = 16, seed: int = 0, limit: int | None = None) -> dict:
     """MSE (pixels in [0, 1]) of predicted frames vs the true continuation, and the copy-last-frame baseline."""
     from .generate import generate
+
+    steps, guidance, shift, sampler = _settings(steps, guidance, shift, sampler)
 
     clips = grid_clips(rounds, base_seed=4321)[:limit]
     err_model, err_copy, n, correct = 0.0, 0.0, 0, 0
@@ -77,15 +93,21 @@ def evaluate_predict(components, config, given: int = 4, rounds: int = 1, steps:
             "all_attributes_right": correct / n}
 
 
+def _settings(steps, guidance, shift, sampler) -> tuple:
+    d = demo_sampling()
+    return (d["steps"] if steps is None else steps, d["guidance"] if guidance is None else guidance,
+            d["shift"] if shift is None else shift, d["sampler"] if sampler is None else sampler)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("backend", nargs="?", default="latte-shapes", choices=["latte-shapes"],
                         help="what to evaluate (the embedded demo model)")
     parser.add_argument("--weights", help="a model file to judge instead of the shipped one")
     parser.add_argument("--rounds", type=int, default=1, help="48 clips per round (default 1)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=4.0)
-    parser.add_argument("--shift", type=float, default=2.0)
-    parser.add_argument("--sampler", default="flow_euler")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the demo backend's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the demo backend's)")
+    parser.add_argument("--shift", type=float, help="flow schedule shift (default: the demo backend's)")
+    parser.add_argument("--sampler", help="core sampler name (default: the demo backend's)")
     parser.add_argument("--seed", type=int, default=0, help="clip i uses seed + i")
     parser.add_argument("--predict", type=int, metavar="K", default=0,
                         help="also evaluate prediction from the first K frames (e.g. 4)")
@@ -100,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     components, config = load_demo(args.weights)
     opts = {"steps": args.steps, "guidance": args.guidance, "shift": args.shift, "sampler": args.sampler,
             "seed": args.seed}
-    result = {"t2v": evaluate_t2v(components, config, rounds=args.rounds, **opts)}
+    used = dict(zip(("steps", "guidance", "shift", "sampler"), _settings(args.steps, args.guidance, args.shift,
+                                                                          args.sampler)))
+    print("sampling: " + ", ".join(f"{k} {v}" for k, v in used.items()))
+    result = {"sampling": used, "t2v": evaluate_t2v(components, config, rounds=args.rounds, **opts)}
     t2v = result["t2v"]
     print(f"text-to-video: {t2v['clips']} clips  colour {t2v['colour']:.1%}  shape {t2v['shape']:.1%}  "
           f"direction {t2v['direction']:.1%}  all three {t2v['all']:.1%}")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidcore.errors import InvalidRequestError
 from vidcore.guidance import Guidance
 from vidcore.sampling import Sampler, Scheduler, wrap_network
 
-from .backend import MAX_CONTEXT, latent_layout
+from .backend import latent_layout
+from .context import denoiser_context
 from .system import ModelConfig
 
 
@@ -24,30 +24,26 @@ def generate(components: dict[str, nn.Module], config: ModelConfig, prompts: lis
              steps: int = 20, guidance: float = 4.0, shift: float = 2.0, sampler: str = "flow_euler",
              schedule: str = "flow", frames: int | None = None, size: int | None = None,
              context: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """uint8 clips (B, T, H, W, 3); ``context[i]`` (uint8 (K, H, W, 3), K <= 8) are given past frames."""
+    """uint8 clips (B, T, H, W, 3); ``context[i]`` (uint8 (K, H, W, 3)) are given past frames."""
     frames = frames or config.frames
     size = size or config.size
     den = components["denoiser"]
     device = next(den.parameters()).device
-    shape, T = latent_layout(config, frames, size)
+    shape, _ = latent_layout(config, frames, size)
     noise = torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
     enc = components.get("text_encoder")
     cond, uncond = {}, {}
     if enc is not None:
         cond["context"] = enc.encode(list(prompts), device)
         uncond["context"] = enc.encode([""] * len(prompts), device)
-    mask = torch.zeros(len(prompts), 1, T, 1, 1)
-    past = torch.zeros(len(prompts), *shape)
+    used = [0] * len(prompts)
     if context is not None:
-        if config.vae is not None:
-            raise InvalidRequestError("prediction (--video) works with pixel-space Latte models only, such as "
-                                      "latte-shapes; this model generates in a VAE's latent space")
-        for i, clip in enumerate(context):
-            k = min(clip.shape[0], MAX_CONTEXT)
-            past[i, :, :k] = clip[:k].permute(3, 0, 1, 2).float() / 127.5 - 1
-            mask[i, :, :k] = 1
+        parts = [denoiser_context(config, clip, frames, shape, components.get("vae"), device) for clip in context]
+        past = torch.cat([p[0] for p in parts])
+        mask = torch.cat([p[1] for p in parts])
+        used = [p[2] for p in parts]
         for d in (cond, uncond):
-            d["cond_frames"], d["cond_mask"] = past.to(device), mask.to(device)
+            d["cond_frames"], d["cond_mask"] = past, mask
     sched = Scheduler(schedule, **({"shift": shift} if schedule == "flow" else {}))(steps)
     model = wrap_network(den, config.prediction, sched)
     guided = Guidance(scale=guidance).wrap(model, cond, uncond if guidance != 1.0 else None, sched)
@@ -56,6 +52,7 @@ def generate(components: dict[str, nn.Module], config: ModelConfig, prompts: lis
     if config.vae is not None:
         x = components["vae"].decode(x / config.latent_scale + config.latent_shift, chunk=2)
     x = x.float().clamp(-1, 1)[:, :, :frames].cpu()
-    if context is not None:
-        x = torch.where(mask[:, :, :frames].bool(), past[:, :, :frames], x)
+    for i, k in enumerate(used):
+        if k:
+            x[i, :, :k] = context[i][-k:].permute(3, 0, 1, 2).float() / 127.5 - 1
     return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)

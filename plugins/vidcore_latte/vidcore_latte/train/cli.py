@@ -35,6 +35,19 @@ def load_config(name_or_path: str, overrides: dict | None = None):
         raise InvalidRequestError(f"{path}: {exc}") from None
 
 
+def parse_settings(items: list[str]) -> dict:
+    """``["time_shift=4", "amp=bf16"]`` -> ``{"time_shift": 4, "amp": "bf16"}`` (values parsed as YAML)."""
+    from vidcore.errors import InvalidRequestError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidRequestError(f"--set {item!r} is not KEY=VALUE; e.g. --set time_shift=4")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True,
                         help=f"YAML file or built-in name ({', '.join(builtin_configs()) or 'none'})")
@@ -48,6 +61,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run folder has checkpoints")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any top-level training setting, e.g. --set time_shift=4 (repeatable; "
+                             "values are read as YAML)")
     parser.add_argument("--export", help="after training, write the EMA weights to this .safetensors file")
 
 
@@ -56,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("out", "steps", "batch", "lr", "seed", "data", "amp", "device",
                                                "threads")}
+    overrides.update(parse_settings(args.set))
     config = load_config(args.config, overrides)
     trainer = Trainer(config, resume=not args.no_resume)
     trainer.run()
