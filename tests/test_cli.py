@@ -64,6 +64,8 @@ BAD = [
     (["--frames", "4"], "frame count 4 is not supported"),
     (["--steps", "0"], "steps must be at least 1"),
     (["--guidance", "-2"], "guidance must be >= 0"),
+    (["--schedule", "nope"], "unknown schedule 'nope'"),
+    (["--shift", "0"], "shift must be > 0"),
     (["--image", "/nonexistent/cat.png"], "does not exist"),
 ]
 
@@ -164,3 +166,22 @@ def test_module_entry_point_prints_one_line_without_traceback():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown backend 'no-such-backend'") and "Traceback" not in proc.stderr
+
+
+def test_schedule_and_shift_flags_reach_the_request(toy_ckpt, tmp_path, capsys):
+    out = tmp_path / "s.mp4"
+    code, _, err = run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--shift", "3",
+                       "--out", str(out), "--quiet", "--device", "cpu")
+    assert code == 0, err
+    request = json.loads((tmp_path / "s.json").read_text())["request"]
+    assert (request["schedule"], request["schedule_options"]) == ("flow", {"shift": 3.0})
+    # another schedule starts from its own defaults, not the backend's flow shift
+    code, _, err = run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--schedule",
+                       "hunyuan_flow", "--out", str(tmp_path / "k.mp4"), "--quiet", "--device", "cpu")
+    assert code == 0, err
+    request = json.loads((tmp_path / "k.json").read_text())["request"]
+    assert (request["schedule"], request["schedule_options"]) == ("hunyuan_flow", {})
+    # a schedule that does not fit the network is one clear line, before any weights load
+    code, _, err = run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--schedule",
+                       "karras", "--sampler", "euler", "--out", str(tmp_path / "v.mp4"), "--quiet")
+    assert code == 2 and "needs a flow schedule" in err and not (tmp_path / "v.mp4").exists()

@@ -85,7 +85,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         backend = get_backend(name)
         req = resolve(backend, args.prompt, image=args.image, video=args.video, size=args.size,
                       frames=args.frames, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                      negative=args.negative, seed=args.seed)
+                      negative=args.negative, seed=args.seed, schedule=args.schedule, shift=args.shift)
         ckpt = args.ckpt
         out = Path(args.out or f"{_slug(args.prompt)}-{req.seed}.mp4")
         memory = memory or "resident"
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, metavar="N")
     p.add_argument("--steps", type=int, metavar="N")
     p.add_argument("--sampler", metavar="NAME")
+    p.add_argument("--schedule", metavar="NAME", help="noise schedule (default: the backend's, e.g. flow)")
+    p.add_argument("--shift", type=float, metavar="X", help="flow schedule shift (default: the backend's)")
     p.add_argument("--guidance", type=float, metavar="X")
     p.add_argument("--negative", metavar="TEXT")
     p.add_argument("--seed", type=int, metavar="N")

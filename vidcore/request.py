@@ -124,7 +124,8 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
     sampler_opts = {**(dict(d.sampler_options) if sampler == d.sampler else {}), **(sampler_options or {})}
     Sampler.validate(sampler, sampler_opts)
     schedule = schedule or d.schedule
-    sched_opts = dict(d.schedule_options)
+    # like the sampler's, the backend's schedule options belong to its own schedule
+    sched_opts = dict(d.schedule_options) if schedule == d.schedule else {}
     sched_opts.update(schedule_options or {})
     if shift is not None:
         sched_opts["shift"] = float(shift)

@@ -250,6 +250,12 @@ def karras(
     return Schedule(sigmas, kind, timesteps, to_timestep=to_t)
 
 
+def _check_shift(shift: float) -> None:
+    if not shift > 0:  # also catches NaN
+        raise InvalidRequestError(f"shift must be > 0 (1 is no shift; larger spends more steps at high noise), "
+                                  f"not {shift}")
+
+
 def shift_sigma(sigma: np.ndarray | float, shift: float):
     """Time shift of SD3/Wan/HunyuanVideo: ``shift * s / (1 + (shift - 1) * s)``."""
     return shift * sigma / (1 + (shift - 1) * sigma)
@@ -267,6 +273,7 @@ def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000, gri
     ``linspace(1, 1/N, n + 1)[:-1]`` nudged below 1, shifted once, with int64
     timesteps. (Wan2.2's own grids are ``wan_flow``.)
     """
+    _check_shift(shift)
     n_train = num_train_timesteps
     if grid == "euler":
         t_train = torch.from_numpy(np.linspace(1, n_train, n_train, dtype=np.float32)[::-1].copy())
@@ -302,6 +309,7 @@ def hunyuan_flow(steps: int, *, shift: float = 7.0, num_train_timesteps: int = 1
     ``torch.linspace(1, 0, n + 1)`` shifted in float32; float32 timesteps ``sigma * N``.
     It starts at exactly 1 (pure noise); the default shift is the CLI's 7.0.
     """
+    _check_shift(shift)
     t = torch.linspace(1, 0, steps + 1)
     sig = (shift * t) / (1 + (shift - 1) * t)
     timesteps = (sig[:-1] * num_train_timesteps).to(torch.float32)
@@ -318,6 +326,7 @@ def wan_flow(steps: int, *, shift: float = 5.0, num_train_timesteps: int = 1000,
     take timesteps ``sigma * N`` cast to int64 (truncation), append 0 and store
     the sigmas as float32.
     """
+    _check_shift(shift)
     n_train = num_train_timesteps
     if solver == "unipc":
         alphas = np.linspace(1, 1 / n_train, n_train)[::-1].copy()
