@@ -37,12 +37,13 @@ def test_plugin_registers_backends_and_commands():
 
 
 @pytest.mark.parametrize("prompt,seed", [("a red circle moving right", 0), ("a blue square moving up", 1)])
-def test_demo_makes_the_prompted_colour(pipe, prompt, seed):
-    # colour is what the shipped model gets right every time (48/48); direction and shape are
-    # not yet at the bar: see docs/latte.md and the acceptance test below
+def test_demo_makes_the_prompted_colour_and_motion(pipe, prompt, seed):
+    # colour and direction are what the shipped model gets right every time (48/48 each); the shape
+    # is not yet at the bar: see docs/latte.md and the acceptance test below
     video = pipe(prompt, seed=seed, progress=False)
     assert video.frames.shape == (16, 64, 64, 3) and video.frames.dtype == torch.uint8
-    assert detect(video.frames).colour == prompt.split()[1]
+    seen = detect(video.frames)
+    assert (seen.colour, seen.direction) == (prompt.split()[1], prompt.split()[-1])
 
 
 @pytest.mark.skipif(not os.environ.get("VIDCORE_LATTE_ACCEPTANCE"),
@@ -63,7 +64,8 @@ def test_readme_command_writes_the_video_and_its_record(tmp_path, monkeypatch):
     assert frames.shape == (16, 64, 64, 3) and fps == 8
     record = json.loads((tmp_path / "demo.json").read_text())
     assert record["request"]["backend"] == "latte-shapes"
-    assert detect(frames).colour == "green"
+    seen = detect(frames)
+    assert (seen.colour, seen.direction) == ("green", "left")
 
 
 def test_prediction_continues_a_clip(pipe, tmp_path):
