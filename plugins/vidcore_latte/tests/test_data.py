@@ -27,6 +27,17 @@ def test_clips_stay_in_frame_and_move_as_captioned():
         assert clip.caption.split()[1:] == [clip.colour, clip.shape, "moving", clip.direction]
 
 
+def test_shape_radius_range_is_a_setting_of_the_stream():
+    from vidcore_latte.data.source import ShapesSource
+
+    small = ShapesSource(radius=(0.11, 0.13)).item(3)["video"][0].amax(-1).sum()
+    large = ShapesSource(radius=(0.19, 0.19)).item(3)["video"][0].amax(-1).sum()
+    assert float(large) > 2 * float(small)  # area grows with the radius squared
+    for i in range(20):  # the largest allowed shapes still stay whole in frame while they move
+        video = render(clip_for(0, i, radius=(0.25, 0.25)))
+        assert abs(float(video[0].amax(-1).sum() - video[-1].amax(-1).sum())) < 2.0
+
+
 def test_detector_reads_ground_truth_clips():
     clips = grid_clips(2)
     assert len(clips) == 96

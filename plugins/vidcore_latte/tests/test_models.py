@@ -82,6 +82,40 @@ def test_dit_uses_its_conditions():
                                           cond_frames=torch.randn_like(x), cond_mask=mask))
 
 
+def test_refiner_starts_as_the_identity_and_adds_only_its_own_weights():
+    torch.manual_seed(0)
+    base = LatteConfig(in_channels=3, hidden=32, depth=1, heads=2, patch=4, temporal_patch=2, context_dim=8,
+                       frame_conditioning=True)
+    plain, refined = LatteDiT(base), LatteDiT(LatteConfig(**{**base.__dict__, "refine": 8}))
+    extra = set(refined.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("refiner.") for k in extra)  # a trained plain network loads with strict=False
+    assert set(plain.state_dict()) <= set(refined.state_dict())
+    for p in plain.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    x, t, ctx = torch.randn(2, 3, 4, 8, 8), torch.tensor([300.0, 700.0]), torch.randn(2, 8)
+    torch.testing.assert_close(refined(x, t, context=ctx), plain(x, t, context=ctx))
+
+
+def test_refiner_sees_across_patch_borders_and_its_conditions():
+    torch.manual_seed(0)
+    cfg = LatteConfig(in_channels=3, hidden=32, depth=1, heads=2, patch=4, temporal_patch=2, context_dim=8,
+                      refine=8)
+    model = LatteDiT(cfg)
+    for p in model.refiner.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    out = torch.zeros(1, 3, 2, 8, 8)
+    x = torch.zeros(1, 3, 2, 8, 8)
+    c = torch.zeros(1, 32)
+    base = model.refiner(out, x, c)
+    poke = x.clone()
+    poke[0, :, 0, 3, 3] = 1.0  # a pixel at the corner of the first 4x4 patch
+    moved = (model.refiner(out, poke, c) - base).abs().sum((0, 1))
+    assert moved[0, 4, 4] > 0  # reaches the next patch diagonally (three 3x3 convolutions: radius 3)
+    assert moved[0, 7, 7] == 0 and moved[1].abs().max() == 0  # local and per frame
+    assert not torch.allclose(base, model.refiner(out, x, torch.ones(1, 32)))
+
+
 def test_presets_match_the_issue():
     sizes = {k: (v["hidden"], v["depth"]) for k, v in PRESETS.items()}
     assert sizes == {"small": (512, 8), "medium": (768, 12), "large": (1024, 24), "XL": (1536, 28)}

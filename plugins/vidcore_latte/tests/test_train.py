@@ -135,3 +135,6 @@ def test_set_overrides_any_training_setting():
         parse_settings(["time_shift"])
     with pytest.raises(InvalidRequestError, match="unknown training settings"):
         load_config("latte-shapes", parse_settings(["time_shfit=4"]))
+    assert load_config("latte-shapes", parse_settings(["shape_radius=[0.11, 0.13]"])).shape_radius == (0.11, 0.13)
+    with pytest.raises(InvalidRequestError, match="shape_radius"):
+        load_config("latte-shapes", parse_settings(["shape_radius=[0.3, 0.2]"]))

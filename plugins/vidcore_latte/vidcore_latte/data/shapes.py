@@ -22,6 +22,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+RADIUS: tuple[float, float] = (0.11, 0.13)  # half a shape's extent, as a fraction of the frame side
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,18 @@ class ShapeClip:
 
 
 def sample_clip(rng: np.random.Generator, frames: int = 16, shape: str | None = None, colour: str | None = None,
-                direction: str | None = None) -> ShapeClip:
-    """Draw a clip whose shape stays inside the frame for ``frames`` frames (attributes may be fixed)."""
+                direction: str | None = None, radius: tuple[float, float] | None = None) -> ShapeClip:
+    """Draw a clip whose shape stays inside the frame for ``frames`` frames (attributes may be fixed).
+
+    ``radius`` is the range of half-extents drawn from (default ``RADIUS``).
+    """
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     colour = colour or list(COLOURS)[rng.integers(len(COLOURS))]
     direction = direction or list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
-    radius = float(rng.uniform(0.11, 0.13))
+    lo, hi = radius or RADIUS
+    if not 0 < lo <= hi <= 0.25:
+        raise ValueError(f"shape radius range {(lo, hi)} must satisfy 0 < low <= high <= 0.25 of the frame")
+    radius = float(rng.uniform(lo, hi))
     travel = float(rng.uniform(0.38, 0.44))  # the distance covered over a 16-frame clip
     speed = travel / 15.0
     span = speed * (frames - 1)
@@ -64,7 +71,7 @@ def sample_clip(rng: np.random.Generator, frames: int = 16, shape: str | None = 
     return ShapeClip(shape, colour, direction, radius, speed, x0, y0)
 
 
-def clip_for(seed: int, index: int, frames: int = 16, **fixed: str | None) -> ShapeClip:
+def clip_for(seed: int, index: int, frames: int = 16, **fixed) -> ShapeClip:
     """The clip number ``index`` of the dataset with ``seed`` (deterministic)."""
     return sample_clip(np.random.default_rng([int(seed), int(index)]), frames, **fixed)
 

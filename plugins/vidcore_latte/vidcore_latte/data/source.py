@@ -26,11 +26,11 @@ class ClipSource(Protocol):
 class ShapesSource:
     """The procedural shapes: clip ``g`` is ``clip_for(seed, g)``, so the stream never repeats."""
 
-    def __init__(self, seed: int = 0, frames: int = 16, size: int = 64):
-        self.seed, self.frames, self.size = seed, frames, size
+    def __init__(self, seed: int = 0, frames: int = 16, size: int = 64, radius: tuple[float, float] | None = None):
+        self.seed, self.frames, self.size, self.radius = seed, frames, size, radius
 
     def item(self, index: int) -> dict:
-        clip = clip_for(self.seed, index, self.frames)
+        clip = clip_for(self.seed, index, self.frames, radius=self.radius)
         return {"video": render(clip, self.frames, self.size), "caption": clip.caption, "label": None}
 
 
@@ -40,9 +40,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)
 
 
-def make_source(data: str, seed: int, frames: int, size: int, split: str = "train") -> ClipSource:
+def make_source(data: str, seed: int, frames: int, size: int, split: str = "train",
+                shape_radius: tuple[float, float] | None = None) -> ClipSource:
     if data == "shapes":
-        return ShapesSource(seed, frames, size)
+        return ShapesSource(seed, frames, size, shape_radius)
     from .folders import FolderSource
 
     return FolderSource.from_split(data, split=split, seed=seed)

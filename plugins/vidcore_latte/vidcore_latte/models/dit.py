@@ -26,6 +26,7 @@ from vidcore.kernels import gated_residual, norm_modulate, rms_norm
 from vidcore.nn import BlockStack
 
 from .embed import TimestepEmbedder, sincos_2d, sinusoidal
+from .refine import PixelRefiner
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class LatteConfig:
     context_dim: int = 0  # pooled condition (text) vector size; 0: none
     num_classes: int = 0  # class-label conditioning (index num_classes is the null class)
     frame_conditioning: bool = False  # past frames + mask as extra input channels
+    refine: int = 0  # width of a per-frame conv head over the output (models/refine.py); 0: none (as Latte)
 
     def __post_init__(self):
         if self.hidden % self.heads:
@@ -166,6 +168,7 @@ class LatteDiT(nn.Module):
         for layer in (self.final_modulation, self.final_proj):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.refiner = PixelRefiner(c.in_channels, c.input_channels, c.refine, c.hidden) if c.refine else None
 
     def condition(self, timestep: torch.Tensor, context: torch.Tensor | None, labels: torch.Tensor | None
                   ) -> torch.Tensor:
@@ -201,4 +204,7 @@ class LatteDiT(nn.Module):
         tokens = self.blocks(tokens, c=c)
         shift, scale = self.final_modulation(c)[:, None, None].chunk(2, dim=-1)
         out = self.final_proj(norm_modulate(tokens, shift, scale))
-        return rearrange(out, "b t (h w) (c tp p q) -> b c (t tp) (h p) (w q)", h=nh, w=nw, tp=tp, p=p, q=p)
+        out = rearrange(out, "b t (h w) (c tp p q) -> b c (t tp) (h p) (w q)", h=nh, w=nw, tp=tp, p=p, q=p)
+        if self.refiner is not None:
+            out = self.refiner(out, x, c)
+        return out

@@ -16,6 +16,7 @@ class TrainConfig:
     task: str = "denoiser"  # "denoiser" (DiT or U-Net) or "vae"
     data: str = "shapes"  # "shapes" (procedural) or a YAML split file
     data_seed: int = 0
+    shape_radius: tuple[float, float] | None = None  # procedural shapes: half-extent range (None: data.shapes.RADIUS)
     seed: int = 0
     steps: int = 1000
     batch: int = 16  # global batch per optimizer step (all ranks, all accumulation micro-batches)
@@ -56,6 +57,10 @@ class TrainConfig:
             raise ValueError(f"task must be 'denoiser' or 'vae', not {self.task!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        if self.shape_radius is not None and (len(self.shape_radius) != 2
+                                              or not 0 < self.shape_radius[0] <= self.shape_radius[1] <= 0.25):
+            raise ValueError(f"shape_radius {list(self.shape_radius)} must be [low, high] with "
+                             "0 < low <= high <= 0.25 (fractions of the frame side)")
         if self.batch % self.grad_accum:
             raise ValueError(f"batch {self.batch} is not divisible by grad_accum {self.grad_accum}")
 
@@ -71,9 +76,9 @@ class TrainConfig:
         data = dict(data)
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig(**data["model"])
-        for key in ("betas", "sample_prompts"):
+        for key in ("betas", "sample_prompts", "shape_radius"):
             if key in data:
-                data[key] = tuple(data[key])
+                data[key] = tuple(data[key]) if data[key] is not None else None
         return cls(**data)
 
     def with_(self, **changes: Any) -> TrainConfig:

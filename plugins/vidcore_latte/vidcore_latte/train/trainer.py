@@ -93,7 +93,8 @@ class Trainer:
         self.module = DenoiserStep(self.components) if config.task == "denoiser" else VAEStep(self.components)
         self.module.train()
         self.objective = Objective(config.model.prediction, config.model.process, **_objective_options(config))
-        self.source = make_source(config.data, config.data_seed, config.model.frames, config.model.size)
+        self.source = make_source(config.data, config.data_seed, config.model.frames, config.model.size,
+                                  shape_radius=config.shape_radius)
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
