@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from vidcore_latte.system import ModelConfig, load_model
+from safetensors.torch import load_file
+from vidcore_latte.system import ModelConfig, load_model, split_state
 from vidcore_latte.train.config import TrainConfig
 from vidcore_latte.train.ema import EMA
 from vidcore_latte.train.trainer import Trainer
@@ -40,6 +41,41 @@ def test_resumed_run_continues_with_identical_losses(tiny_config):
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     comps, cfg = load_model(second.out / "checkpoints" / "step-0000004" / "ema.safetensors")
     assert cfg == tiny_config.model and set(comps) == {"text_encoder", "denoiser"}
+
+
+def test_init_fine_tunes_from_trained_weights_and_a_resume_wins(tiny_config, tmp_path):
+    from dataclasses import replace
+
+    from vidcore_latte.train.export import export_ema
+
+    from conftest import tiny_model  # noqa: I001
+
+    base = Trainer(tiny_config.with_(steps=2), resume=False)
+    base.run()
+    export_ema(base, tmp_path / "base.safetensors")
+    trained = split_state(load_file(str(tmp_path / "base.safetensors")))
+    grown = tiny_config.with_(out=str(tmp_path / "ft"), init=str(tmp_path / "base.safetensors"),
+                              model=replace(tiny_model(), dit={**tiny_model().dit, "refine": 4}))
+    ft = Trainer(grown, resume=False)
+    state = ft.components["denoiser"].state_dict()
+    for key, value in trained["denoiser"].items():  # every trained tensor arrives; the refiner is new
+        torch.testing.assert_close(state[key], value.float())
+    assert any(k.startswith("refiner.") for k in set(state) - set(trained["denoiser"]))
+    torch.testing.assert_close(ft.ema.shadow["denoiser.final_proj.weight"], trained["denoiser"]["final_proj.weight"])
+    ft.run(steps=2)
+    again = Trainer(grown)  # a resumed run continues from its checkpoint, not from init
+    assert again.step == 2
+    wrong = tiny_config.with_(out=str(tmp_path / "bad"), init=str(tmp_path / "base.safetensors"),
+                              model=tiny_model(hidden=64, heads=2))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        Trainer(wrong, resume=False)
+
+
+def test_nested_set_reaches_model_settings():
+    from vidcore_latte.train.cli import load_config, parse_settings
+
+    config = load_config("latte-shapes", parse_settings(["model.dit.refine=16", "model.size=32"]))
+    assert config.model.dit["refine"] == 16 and config.model.dit["hidden"] == 192 and config.model.size == 32
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_config):
@@ -138,3 +174,13 @@ def test_set_overrides_any_training_setting():
     assert load_config("latte-shapes", parse_settings(["shape_radius=[0.11, 0.13]"])).shape_radius == (0.11, 0.13)
     with pytest.raises(InvalidRequestError, match="shape_radius"):
         load_config("latte-shapes", parse_settings(["shape_radius=[0.3, 0.2]"]))
+
+
+def test_init_names_a_missing_weights_file_before_any_work(tmp_path):
+    from vidcore_latte.train.cli import main
+
+    from vidcore.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match="no weights file"):
+        main(["--config", "latte-shapes", "--out", str(tmp_path / "run"), "--set", "init=nope.safetensors"])
+    assert not (tmp_path / "run").exists()

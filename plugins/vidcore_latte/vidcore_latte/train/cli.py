@@ -28,7 +28,16 @@ def load_config(name_or_path: str, overrides: dict | None = None):
             raise UnknownNameError("training config", name_or_path, builtin_configs())
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     data = yaml.safe_load(path.read_text()) or {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, leaf = key.split(".")  # "model.dit.refine" sets a nested setting
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InvalidRequestError(f"--set {key}: {part!r} is not a group of settings")
+        node[leaf] = value
     try:
         return TrainConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
@@ -62,8 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--no-resume", action="store_true", help="start over even if the run folder has checkpoints")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any top-level training setting, e.g. --set time_shift=4 (repeatable; "
-                             "values are read as YAML)")
+                        help="override any training setting, e.g. --set time_shift=4 or --set model.dit.refine=16 "
+                             "(repeatable; values are read as YAML)")
     parser.add_argument("--export", help="after training, write the EMA weights to this .safetensors file")
 
 
@@ -74,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
                                                "threads")}
     overrides.update(parse_settings(args.set))
     config = load_config(args.config, overrides)
+    if config.init and not Path(config.init).is_file():
+        from vidcore.errors import InvalidRequestError
+
+        raise InvalidRequestError(f"init: no weights file {config.init} (give a .safetensors from --export)")
     trainer = Trainer(config, resume=not args.no_resume)
     trainer.run()
     if args.export and trainer.rank == 0:

@@ -40,6 +40,7 @@ class TrainConfig:
     vae_model: str | None = None  # trained VAE file for latent denoisers (its weights are frozen)
     latent_cache: str | None = None  # file of precomputed VAE latents (made on first use)
     cache_size: int = 1024  # clips in the latent cache
+    init: str | None = None  # start from these trained weights (.safetensors; fine-tuning); a resume wins
     out: str = "runs/latte"
     save_every: int = 200
     keep: int = 2

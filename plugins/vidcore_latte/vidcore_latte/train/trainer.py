@@ -109,8 +109,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.module, device_ids=ids)
         self.writer = None
-        if resume:
-            self.try_resume()
+        if not (resume and self.try_resume()) and config.init:
+            self.init_from(config.init)
 
     # -- state -----------------------------------------------------------------------------
     def module_for_state(self) -> nn.Module:
@@ -150,6 +150,24 @@ class Trainer:
             return False
         self.load_checkpoint(self.out / "checkpoints" / marker.read_text().strip())
         return True
+
+    def init_from(self, path: str) -> None:
+        """Start from trained weights (fine-tuning): fresh optimizer, schedule and EMA (from these weights).
+
+        Modules the file lacks (e.g. a refiner added to a trained network) keep their
+        initialisation; a tensor of the wrong shape, or one the model does not have, is an error.
+        """
+        from safetensors.torch import load_file
+
+        state = split_state(load_file(str(path)))
+        for name, module in self.components.items():
+            missing, unexpected = module.load_state_dict({k: v.float() for k, v in state.get(name, {}).items()},
+                                                         strict=False)
+            if unexpected:
+                raise ValueError(f"{path}: {name} has no parameters {unexpected[:3]}; is it this model's file?")
+            if missing:
+                log.info("init %s from %s; %d tensors new (e.g. %s)", name, path, len(missing), missing[0])
+        self.ema = EMA(self.module_for_state(), self.config.ema_decay)
 
     def load_checkpoint(self, path: Path) -> None:
         from safetensors.torch import load_file
