@@ -22,7 +22,9 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-RADIUS: tuple[float, float] = (0.11, 0.13)  # half a shape's extent, as a fraction of the frame side
+# half a shape's extent, as a fraction of the frame side: 11-13 pixels of 64, big enough that a circle's
+# and a square's outlines differ by whole 8x8 patches (the first demo runs used 0.11-0.13)
+RADIUS: tuple[float, float] = (0.17, 0.20)
 
 
 @dataclass(frozen=True)
