@@ -116,6 +116,33 @@ def test_refiner_sees_across_patch_borders_and_its_conditions():
     assert not torch.allclose(base, model.refiner(out, x, torch.ones(1, 32)))
 
 
+def test_refiner_context_levels_start_as_the_identity_and_see_a_whole_shape():
+    torch.manual_seed(0)
+    base = LatteConfig(in_channels=3, hidden=32, depth=1, heads=2, patch=4, temporal_patch=2, context_dim=8,
+                       refine=4)
+    flat, wide = LatteDiT(base), LatteDiT(LatteConfig(**{**base.__dict__, "refine_levels": 2}))
+    extra = set(wide.state_dict()) - set(flat.state_dict())
+    assert extra and all(k.startswith("refiner.context.") for k in extra)  # a flat refiner's file still loads
+    for p in flat.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    wide.load_state_dict(flat.state_dict(), strict=False)
+    x, t, ctx = torch.randn(2, 3, 4, 12, 20), torch.tensor([300.0, 700.0]), torch.randn(2, 8)
+    torch.testing.assert_close(wide(x, t, context=ctx), flat(x, t, context=ctx))  # sizes not a power of 2 too
+
+    for p in wide.refiner.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    out, x, c = torch.zeros(1, 3, 2, 16, 16), torch.zeros(1, 3, 2, 16, 16), torch.zeros(1, 32)
+    ref = wide.refiner(out, x, c)
+    poke = x.clone()
+    poke[0, :, 0, 2, 2] = 1.0
+    moved = (wide.refiner(out, poke, c) - ref).abs().sum((0, 1))
+    assert moved[0, 12, 12] > 0  # ten pixels away: beyond the flat refiner's radius of 3
+    assert moved[1].abs().max() == 0  # still per frame
+    assert not torch.allclose(ref, wide.refiner(out, x, torch.ones(1, 32)))
+    with pytest.raises(ValueError, match="refine_levels needs a refiner"):
+        LatteConfig(refine_levels=2)
+
+
 def test_presets_match_the_issue():
     sizes = {k: (v["hidden"], v["depth"]) for k, v in PRESETS.items()}
     assert sizes == {"small": (512, 8), "medium": (768, 12), "large": (1024, 24), "XL": (1536, 28)}

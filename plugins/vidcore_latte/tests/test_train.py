@@ -78,6 +78,37 @@ def test_nested_set_reaches_model_settings():
     assert config.model.dit["refine"] == 16 and config.model.dit["hidden"] == 192 and config.model.size == 32
 
 
+def test_train_only_fine_tunes_a_head_and_leaves_the_rest_bit_identical(tiny_config, tmp_path):
+    from dataclasses import replace
+
+    from conftest import tiny_model  # noqa: I001
+
+    model = replace(tiny_model(), dit={**tiny_model().dit, "refine": 4, "refine_levels": 1})
+    trainer = Trainer(tiny_config.with_(model=model, train_only=("denoiser.refiner",)), resume=False)
+    before = {k: v.clone() for k, v in trainer.module_for_state().state_dict().items()}
+    trainer.run(steps=2)
+    after = trainer.module_for_state().state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("denoiser.refiner.") for k in changed)
+    assert all(k.startswith("denoiser.refiner.") for k, p in trainer.module_for_state().named_parameters()
+               if p.requires_grad)
+    with pytest.raises(ValueError, match="no parameters under 'denoiser.refinr'"):
+        Trainer(tiny_config.with_(out=str(tmp_path / "typo"), train_only=("denoiser.refinr",)), resume=False)
+    with pytest.raises(ValueError, match="non-empty list"):
+        tiny_config.with_(train_only="denoiser")
+
+
+def test_numbers_yaml_reads_as_strings_are_numbers_and_bad_ones_are_one_line():
+    from vidcore_latte.train.cli import load_config, parse_settings
+
+    from vidcore.errors import InvalidRequestError
+
+    config = load_config("latte-shapes", parse_settings(["lr=1e-3", "steps=12"]))
+    assert config.lr == pytest.approx(1e-3) and isinstance(config.lr, float) and config.steps == 12
+    with pytest.raises(InvalidRequestError, match="lr must be a number, not 'fast'"):
+        load_config("latte-shapes", parse_settings(["lr=fast"]))
+
+
 def test_gradient_accumulation_matches_the_full_batch(tiny_config):
     full = Trainer(tiny_config.with_(out=tiny_config.out + "-full", grad_clip=0.0), resume=False)
     accum = Trainer(tiny_config.with_(out=tiny_config.out + "-acc", grad_accum=2, grad_clip=0.0), resume=False)

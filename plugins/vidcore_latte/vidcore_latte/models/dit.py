@@ -44,12 +44,15 @@ class LatteConfig:
     num_classes: int = 0  # class-label conditioning (index num_classes is the null class)
     frame_conditioning: bool = False  # past frames + mask as extra input channels
     refine: int = 0  # width of a per-frame conv head over the output (models/refine.py); 0: none (as Latte)
+    refine_levels: int = 0  # U-Net levels of the refiner's wide-context branch; 0: none
 
     def __post_init__(self):
         if self.hidden % self.heads:
             raise ValueError(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if self.attention not in ("factorised", "full"):
             raise ValueError(f"attention must be 'factorised' or 'full', not {self.attention!r}")
+        if self.refine_levels and not self.refine:
+            raise ValueError("refine_levels needs a refiner: set refine to its width (e.g. 16) too")
 
     @property
     def input_channels(self) -> int:
@@ -168,7 +171,8 @@ class LatteDiT(nn.Module):
         for layer in (self.final_modulation, self.final_proj):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
-        self.refiner = PixelRefiner(c.in_channels, c.input_channels, c.refine, c.hidden) if c.refine else None
+        self.refiner = (PixelRefiner(c.in_channels, c.input_channels, c.refine, c.hidden, c.refine_levels)
+                        if c.refine else None)
 
     def condition(self, timestep: torch.Tensor, context: torch.Tensor | None, labels: torch.Tensor | None
                   ) -> torch.Tensor:

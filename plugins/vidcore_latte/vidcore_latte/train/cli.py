@@ -83,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
                                                "threads")}
     overrides.update(parse_settings(args.set))
     config = load_config(args.config, overrides)
-    if config.init and not Path(config.init).is_file():
-        from vidcore.errors import InvalidRequestError
+    from vidcore.errors import InvalidRequestError
 
+    if config.init and not Path(config.init).is_file():
         raise InvalidRequestError(f"init: no weights file {config.init} (give a .safetensors from --export)")
-    trainer = Trainer(config, resume=not args.no_resume)
+    try:
+        trainer = Trainer(config, resume=not args.no_resume)
+    except ValueError as exc:  # settings that only the built model can check (train_only, vae_model)
+        raise InvalidRequestError(str(exc)) from None
     trainer.run()
     if args.export and trainer.rank == 0:
         from .export import export_ema

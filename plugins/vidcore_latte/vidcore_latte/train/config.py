@@ -41,6 +41,7 @@ class TrainConfig:
     latent_cache: str | None = None  # file of precomputed VAE latents (made on first use)
     cache_size: int = 1024  # clips in the latent cache
     init: str | None = None  # start from these trained weights (.safetensors; fine-tuning); a resume wins
+    train_only: tuple[str, ...] | None = None  # parameter-name prefixes to train (e.g. denoiser.refiner); rest frozen
     out: str = "runs/latte"
     save_every: int = 200
     keep: int = 2
@@ -62,6 +63,9 @@ class TrainConfig:
                                               or not 0 < self.shape_radius[0] <= self.shape_radius[1] <= 0.25):
             raise ValueError(f"shape_radius {list(self.shape_radius)} must be [low, high] with "
                              "0 < low <= high <= 0.25 (fractions of the frame side)")
+        if self.train_only is not None and (isinstance(self.train_only, str) or not self.train_only):
+            raise ValueError(f"train_only {self.train_only!r} must be a non-empty list of parameter-name prefixes, "
+                             "e.g. [denoiser.refiner]")
         if self.batch % self.grad_accum:
             raise ValueError(f"batch {self.batch} is not divisible by grad_accum {self.grad_accum}")
 
@@ -75,12 +79,23 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}; known: {sorted(known)}")
         data = dict(data)
+        for f in fields(cls):
+            if f.type in ("float", "int") and isinstance(data.get(f.name), str):
+                data[f.name] = _number(f.name, data[f.name], float if f.type == "float" else int)
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig(**data["model"])
-        for key in ("betas", "sample_prompts", "shape_radius"):
+        for key in ("betas", "sample_prompts", "shape_radius", "train_only"):
             if key in data:
                 data[key] = tuple(data[key]) if data[key] is not None else None
         return cls(**data)
 
     def with_(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
+
+
+def _number(name: str, text: str, kind: type) -> float | int:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; accept it as the number it plainly is."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None

@@ -95,6 +95,8 @@ class Trainer:
         self.objective = Objective(config.model.prediction, config.model.process, **_objective_options(config))
         self.source = make_source(config.data, config.data_seed, config.model.frames, config.model.size,
                                   shape_radius=config.shape_radius)
+        if config.train_only:
+            freeze_except(self.module_for_state(), config.train_only)
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay)
@@ -368,6 +370,21 @@ class Trainer:
             module.load_state_dict(state[name])
             module.eval()
         return {**comps, **self.frozen}
+
+
+def freeze_except(model: nn.Module, prefixes: tuple[str, ...]) -> None:
+    """Train only the parameters under these name prefixes (fine-tuning a head over a fixed network).
+
+    Frozen parameters get no gradients, so autograd skips their backward pass: training
+    a small head over a frozen transformer costs little more than the transformer's forward.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name == prefix or name.startswith(prefix + ".") for name in names):
+            roots = sorted({".".join(name.split(".")[:2]) for name in names})
+            raise ValueError(f"train_only: no parameters under {prefix!r}; some prefixes: {roots[:12]}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name == p or name.startswith(p + ".") for p in prefixes))
 
 
 def _objective_options(config: TrainConfig) -> dict:
