@@ -25,7 +25,7 @@ def pipe():
 
 def test_shipped_weights_are_small_and_self_describing():
     assert DEMO.weights.exists()
-    assert DEMO.weights.stat().st_size < 8 * 2**20
+    assert DEMO.weights.stat().st_size < 9 * 2**20  # "a few MB": 8.3 MiB with the refiner's context branch
     cfg = read_config(DEMO.weights)
     assert (cfg.frames, cfg.size, cfg.denoiser, cfg.vae) == (16, 64, "dit", None)
 
