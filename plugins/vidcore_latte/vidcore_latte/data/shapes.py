@@ -27,6 +27,14 @@ DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up"
 RADIUS: tuple[float, float] = (0.17, 0.20)
 
 
+def radius_range(value: tuple[float, float]) -> tuple[float, float]:
+    """A checked ``(low, high)`` range of half-extents: the shape must fit in the frame."""
+    if len(value) != 2 or not 0 < value[0] <= value[1] <= 0.25:
+        raise ValueError(f"shape_radius {list(value)} must be [low, high] with "
+                         "0 < low <= high <= 0.25 (fractions of the frame side)")
+    return float(value[0]), float(value[1])
+
+
 @dataclass(frozen=True)
 class ShapeClip:
     """Everything that determines one clip; positions and sizes are fractions of the frame side."""
@@ -57,9 +65,7 @@ def sample_clip(rng: np.random.Generator, frames: int = 16, shape: str | None = 
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     colour = colour or list(COLOURS)[rng.integers(len(COLOURS))]
     direction = direction or list(DIRECTIONS)[rng.integers(len(DIRECTIONS))]
-    lo, hi = radius or RADIUS
-    if not 0 < lo <= hi <= 0.25:
-        raise ValueError(f"shape radius range {(lo, hi)} must satisfy 0 < low <= high <= 0.25 of the frame")
+    lo, hi = radius_range(radius or RADIUS)
     radius = float(rng.uniform(lo, hi))
     travel = float(rng.uniform(0.38, 0.44))  # the distance covered over a 16-frame clip
     speed = travel / 15.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ..data.shapes import radius_range
 from ..system import ModelConfig
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -59,10 +60,8 @@ class TrainConfig:
             raise ValueError(f"task must be 'denoiser' or 'vae', not {self.task!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
-        if self.shape_radius is not None and (len(self.shape_radius) != 2
-                                              or not 0 < self.shape_radius[0] <= self.shape_radius[1] <= 0.25):
-            raise ValueError(f"shape_radius {list(self.shape_radius)} must be [low, high] with "
-                             "0 < low <= high <= 0.25 (fractions of the frame side)")
+        if self.shape_radius is not None:
+            radius_range(self.shape_radius)
         if self.train_only is not None and (isinstance(self.train_only, str) or not self.train_only):
             raise ValueError(f"train_only {self.train_only!r} must be a non-empty list of parameter-name prefixes, "
                              "e.g. [denoiser.refiner]")

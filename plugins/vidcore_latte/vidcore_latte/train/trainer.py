@@ -378,13 +378,16 @@ def freeze_except(model: nn.Module, prefixes: tuple[str, ...]) -> None:
     Frozen parameters get no gradients, so autograd skips their backward pass: training
     a small head over a frozen transformer costs little more than the transformer's forward.
     """
-    names = [name for name, _ in model.named_parameters()]
+    params = dict(model.named_parameters())
+    trained: set[str] = set()
     for prefix in prefixes:
-        if not any(name == prefix or name.startswith(prefix + ".") for name in names):
-            roots = sorted({".".join(name.split(".")[:2]) for name in names})
+        under = {name for name in params if name == prefix or name.startswith(prefix + ".")}
+        if not under:
+            roots = sorted({".".join(name.split(".")[:2]) for name in params})
             raise ValueError(f"train_only: no parameters under {prefix!r}; some prefixes: {roots[:12]}")
-    for name, param in model.named_parameters():
-        param.requires_grad_(any(name == p or name.startswith(p + ".") for p in prefixes))
+        trained |= under
+    for name, param in params.items():
+        param.requires_grad_(name in trained)
 
 
 def _objective_options(config: TrainConfig) -> dict:
