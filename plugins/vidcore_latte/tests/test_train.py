@@ -215,3 +215,29 @@ def test_init_names_a_missing_weights_file_before_any_work(tmp_path):
     with pytest.raises(InvalidRequestError, match="no weights file"):
         main(["--config", "latte-shapes", "--out", str(tmp_path / "run"), "--set", "init=nope.safetensors"])
     assert not (tmp_path / "run").exists()
+
+
+def test_blur_settings_reach_the_objective_and_change_only_the_inputs(tiny_config):
+    plain = Trainer(tiny_config, resume=False)
+    blurred = Trainer(tiny_config.with_(blur_prob=1.0, blur_sigma=(2.0, 3.0)), resume=False)
+    assert (blurred.objective.blur_prob, blurred.objective.blur_sigma) == (1.0, (2.0, 3.0))
+    a, b = plain.prepare(plain.indices(0, 0)), blurred.prepare(blurred.indices(0, 0))
+    assert torch.equal(a["target"], b["target"]) and torch.equal(a["timestep"], b["timestep"])
+    assert not torch.allclose(a["x_t"], b["x_t"])
+
+
+def test_exported_weights_name_the_run_s_files_not_their_paths(tiny_config, tmp_path):
+    from safetensors import safe_open
+    from vidcore_latte.train.export import export_checkpoint, export_ema
+
+    trainer = Trainer(tiny_config.with_(steps=1, out=str(tmp_path / "deep" / "run"),
+                                        init=None), resume=False)
+    trainer.run()
+    exported = [export_ema(trainer, tmp_path / "a.safetensors"),
+                export_checkpoint(trainer.checkpoint_dir(trainer.step), tmp_path / "b.safetensors", half=True)]
+    for path in exported:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        config = json.loads(meta["train_config"])
+        assert config["out"] == "run" and str(tmp_path) not in meta["train_config"]
+        assert meta["step"] == "1"

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..data.shapes import radius_range
 from ..system import ModelConfig
+from .objectives import check_blur
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -37,6 +38,8 @@ class TrainConfig:
     time_shift: float = 1.0  # flow: training times drawn logit-normal, then shifted towards noise
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    blur_prob: float = 0.0  # probability that the signal under the noise is blurred (train/objectives.py)
+    blur_sigma: tuple[float, float] = (1.0, 4.0)  # its Gaussian sigma range, pixels (latent cells for a VAE)
     kl_weight: float = 1e-6  # VAE only
     vae_model: str | None = None  # trained VAE file for latent denoisers (its weights are frozen)
     latent_cache: str | None = None  # file of precomputed VAE latents (made on first use)
@@ -62,6 +65,7 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
         if self.shape_radius is not None:
             radius_range(self.shape_radius)
+        check_blur(self.blur_prob, self.blur_sigma)
         if self.train_only is not None and (isinstance(self.train_only, str) or not self.train_only):
             raise ValueError(f"train_only {self.train_only!r} must be a non-empty list of parameter-name prefixes, "
                              "e.g. [denoiser.refiner]")
@@ -83,7 +87,7 @@ class TrainConfig:
                 data[f.name] = _number(f.name, data[f.name], float if f.type == "float" else int)
         if isinstance(data.get("model"), dict):
             data["model"] = ModelConfig(**data["model"])
-        for key in ("betas", "sample_prompts", "shape_radius", "train_only"):
+        for key in ("betas", "sample_prompts", "shape_radius", "train_only", "blur_sigma"):
             if key in data:
                 data[key] = tuple(data[key]) if data[key] is not None else None
         return cls(**data)

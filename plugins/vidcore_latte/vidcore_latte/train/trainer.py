@@ -391,7 +391,8 @@ def freeze_except(model: nn.Module, prefixes: tuple[str, ...]) -> None:
 
 
 def _objective_options(config: TrainConfig) -> dict:
-    return {"shift": config.time_shift, "logit_mean": config.logit_mean, "logit_std": config.logit_std}
+    return {"shift": config.time_shift, "logit_mean": config.logit_mean, "logit_std": config.logit_std,
+            "blur_prob": config.blur_prob, "blur_sigma": config.blur_sigma}
 
 
 def _dist_info() -> tuple[int, int]:
