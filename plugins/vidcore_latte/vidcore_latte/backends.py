@@ -8,7 +8,7 @@ from .backend import WEIGHTS_DIR, LatteBackend
 DEMO = LatteBackend(
     "latte-shapes",
     "embedded demo: coloured shapes moving left/right/up/down, 64x64, 16 frames, trained on CPU (no download)",
-    Defaults(size=(64, 64), frames=16, fps=8, steps=20, sampler="flow_euler", schedule="flow", guidance=4.0,
+    Defaults(size=(64, 64), frames=16, fps=8, steps=20, sampler="flow_euler", schedule="flow", guidance=2.0,
              schedule_options={"shift": 6.0}),  # the model was trained with times shifted hard towards noise
     weights=WEIGHTS_DIR / "latte-shapes.safetensors",
     frames=Frames(step=1, offset=0, min=2, max=16),
