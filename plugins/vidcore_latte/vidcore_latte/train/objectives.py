@@ -74,7 +74,6 @@ class Objective:
         B = x0.shape[0]
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
         view = (B,) + (1,) * (x0.dim() - 1)
-        signal = x0
         if self.process == "flow":
             u = torch.randn(B, generator=generator) * self.logit_std + self.logit_mean
             s = torch.sigmoid(u)
