@@ -62,10 +62,10 @@ BAD = [
     (["--dtype", "int3"], "unknown dtype 'int3'"),
     (["--size", "20x16"], "size 20x16 is not supported"),
     (["--frames", "4"], "frame count 4 is not supported"),
-    (["--steps", "0"], "steps must be at least 1"),
-    (["--guidance", "-2"], "guidance must be >= 0"),
+    (["--steps", "0"], "steps must be between 1 and 1000; got 0"),
+    (["--guidance", "-2"], "guidance must be between 0 and 100; got -2"),
     (["--schedule", "nope"], "unknown schedule 'nope'"),
-    (["--shift", "0"], "shift must be > 0"),
+    (["--shift", "0"], "shift must be greater than 0; got 0"),
     (["--image", "/nonexistent/cat.png"], "does not exist"),
 ]
 

@@ -25,8 +25,8 @@ def test_random_seed_is_recorded(toy_registry):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"steps": 0}, "steps must be at least 1"),
-    ({"guidance": -1.0}, "guidance must be >= 0"),
+    ({"steps": 0}, "steps must be between 1 and 1000; got 0"),
+    ({"guidance": -1.0}, "guidance must be between 0 and 100; got -1"),
     ({"sampler": "nope"}, "unknown sampler 'nope'"),
     ({"size": "16by16"}, "is not WIDTHxHEIGHT"),
     ({"task": "predict"}, "cannot do task 'predict'"),

@@ -176,6 +176,8 @@ class Backend:
     layout: CheckpointLayout | None = None
     components: tuple[str, ...] = ("text_encoder", "denoiser", "vae")
     default_dtype: torch.dtype = torch.float32
+    #: most sampling steps a request may ask for (1000: the training timesteps of DDPM-style models)
+    max_steps: int = 1000
 
     # -- building and loading ---------------------------------------------------------------
     def build(self, device: torch.device | str = "meta", dtype: torch.dtype | None = None) -> Components:

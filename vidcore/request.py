@@ -7,6 +7,7 @@ a bad flag costs milliseconds and says in one line what to change.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from typing import Any
 
 import torch
 
+from . import validate
 from .backend import Backend, Inputs
 from .errors import InvalidRequestError, UnknownNameError
+
+log = logging.getLogger(__name__)
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -38,14 +42,29 @@ def dtype_name(dtype: torch.dtype | None) -> str | None:
         dtype, str(dtype).replace("torch.", ""))
 
 
-def parse_size(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    if text is None or isinstance(text, tuple):
-        return text
-    try:
-        w, h = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise InvalidRequestError(f"size {text!r} is not WIDTHxHEIGHT; e.g. --size 832x480") from None
-    return w, h
+def parse_size(text: str | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    """``"832x480"`` (or a ``(width, height)`` pair) as a pair of ints."""
+    if text is None:
+        return None
+    if isinstance(text, (tuple, list)):
+        if len(text) != 2:
+            raise InvalidRequestError(f"size {text!r} is not (width, height)")
+        return validate.integer("width", text[0]), validate.integer("height", text[1])
+    if not isinstance(text, str):
+        raise InvalidRequestError(f"size {text!r} is not WIDTHxHEIGHT; e.g. --size 832x480")
+    parts = text.strip().lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InvalidRequestError(f"size {text!r} is not WIDTHxHEIGHT; e.g. --size 832x480")
+    return int(parts[0]), int(parts[1])
+
+
+#: ceilings no backend raises: beyond them a run is a typo, not a video (backends set tighter ones)
+MAX_STEPS = 1000
+MAX_FRAMES = 10_000
+MAX_SIDE = 16_384
+MAX_FPS = 240.0
+MAX_GUIDANCE = 100.0
+MAX_PROMPT_CHARS = 20_000
 
 
 @dataclass
@@ -75,12 +94,129 @@ class Request:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Request:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "run record") -> Request:
+        """Rebuild a request from a record's ``request``; `check_request` still has to pass on it."""
+        if not isinstance(data, Mapping):
+            raise InvalidRequestError(f"{source} 'request' must be a JSON object; got {type(data).__name__}")
+        fields = dataclasses.fields(cls)
+        names = {f.name for f in fields}
+        unknown = sorted(set(data) - names)
         if unknown:
-            raise InvalidRequestError(f"run record has unknown request fields {sorted(unknown)}; was it edited?")
+            raise InvalidRequestError(f"{source} has unknown request fields {unknown}; was it edited?")
+        required = [f.name for f in fields if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise InvalidRequestError(f"{source} lacks request field(s) {', '.join(missing)}; it is damaged or "
+                                      "was written by another tool")
         return cls(**data)
+
+
+def _guidance(backend: Backend, value: Any) -> float | dict[str, float]:
+    """One scale, or one per expert (keys: the backend's default per-expert scales)."""
+    default = backend.defaults.guidance
+    if isinstance(value, Mapping):
+        if not isinstance(default, Mapping):
+            raise InvalidRequestError(f"backend {backend.name!r} has one denoiser; give guidance as one number")
+        unknown = sorted(set(value) - set(default))
+        if unknown:
+            raise InvalidRequestError(f"guidance names unknown expert(s) {unknown}; "
+                                      f"backend {backend.name!r} has {', '.join(default)}")
+        merged = {**dict(default), **dict(value)}
+        return {k: validate.number(f"guidance[{k!r}]", v, lo=0.0, hi=MAX_GUIDANCE) for k, v in merged.items()}
+    return validate.number("guidance", value, lo=0.0, hi=MAX_GUIDANCE)
+
+
+def check_request(backend: Backend, req: Request) -> Request:
+    """Check every field of a request, wherever it came from; normalises types in place and returns it.
+
+    `resolve` ends here, and so do run records, batch lines and hand-built
+    `Request`s (the pipeline checks before it runs), so every source meets
+    the same rules: types, finite numbers, ranges, names that are registered.
+    Sizes and frame counts against the backend's rules are checked by
+    `load_inputs` (an input image may still change the size).
+    """
+    from .plugins import sampler_names
+    from .sampling import Scheduler
+
+    if req.backend != backend.name:
+        raise InvalidRequestError(f"request is for backend {req.backend!r}, not {backend.name!r}")
+    req.prompt = validate.text("prompt", req.prompt, max_chars=MAX_PROMPT_CHARS)
+    req.negative = validate.text("negative prompt", req.negative, max_chars=MAX_PROMPT_CHARS)
+    if req.task not in backend.tasks:
+        raise InvalidRequestError(
+            f"backend {backend.name!r} cannot do task {req.task!r}; it does {', '.join(backend.tasks)}")
+    req.image = validate.optional_text("image path", req.image, max_chars=4096)
+    req.video = validate.optional_text("video path", req.video, max_chars=4096)
+    if req.image is not None and req.task not in ("i2v", "ti2v"):
+        raise InvalidRequestError(f"--image is for image-to-video; backend {backend.name!r} task {req.task!r} "
+                                  "takes none")
+    if req.video is not None and req.task != "predict":
+        raise InvalidRequestError(f"--video is for prediction; backend {backend.name!r} task {req.task!r} takes none")
+    if req.task == "i2v" and req.image is None:
+        raise InvalidRequestError(f"backend {backend.name!r} task i2v needs an input image; pass --image PATH")
+    if req.task == "predict" and req.video is None:
+        raise InvalidRequestError("task predict needs the past frames; pass --video CLIP.mp4")
+    # the backend's own size and frame rules are applied by load_inputs (an input image may resize)
+    req.width = validate.integer("width", req.width, lo=1, hi=MAX_SIDE)
+    req.height = validate.integer("height", req.height, lo=1, hi=MAX_SIDE)
+    req.frames = validate.integer("frames", req.frames, lo=1, hi=MAX_FRAMES)
+    req.fps = validate.number("fps", req.fps, lo=0.0, lo_open=True, hi=MAX_FPS)
+    req.steps = validate.integer("steps", req.steps, lo=1, hi=backend.max_steps)
+    req.seed = validate.integer("seed", req.seed, lo=0, hi=2**63 - 1)
+    req.guidance = _guidance(backend, req.guidance)
+    req.sampler_options = validate.options("sampler options", req.sampler_options)
+    req.schedule_options = validate.options("schedule options", req.schedule_options)
+    req.guidance_options = validate.options("guidance options", req.guidance_options)
+    if "shift" in req.schedule_options:
+        req.schedule_options["shift"] = validate.number("shift", req.schedule_options["shift"], lo=0.0,
+                                                        lo_open=True, hi=100.0)
+    if not isinstance(req.sampler, str) or req.sampler not in sampler_names():
+        raise UnknownNameError("sampler", str(req.sampler), sampler_names())
+    from .sampling import Sampler
+
+    Sampler.validate(req.sampler, req.sampler_options)
+    if not isinstance(req.schedule, str):
+        raise InvalidRequestError(f"schedule must be a name; got {req.schedule!r}")
+    schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)  # bad names and options fail here
+    _check_guidance_options(req)
+    _dry_run_sampler(req, schedule)
+    return req
+
+
+def _check_guidance_options(req: Request) -> None:
+    import inspect
+
+    from .guidance import Guidance
+
+    opts = {k: v for k, v in req.guidance_options.items() if k != "batched"}
+    accepted = [p for p in inspect.signature(Guidance).parameters if p not in ("scale", "batched")]
+    bad = sorted(set(opts) - set(accepted))
+    if bad:
+        raise InvalidRequestError(f"unknown guidance option(s) {bad}; accepted: {', '.join(accepted)}")
+    Guidance(scale=req.guidance, **opts)
+
+
+def _dry_run_sampler(req: Request, schedule: Any) -> None:
+    """Run the sampler on a one-number state so a sampler that cannot take this schedule says so now.
+
+    Samplers check their schedule and options when they start (flow_euler needs a
+    flow schedule, DDPM its own); a state of one element makes that cost microseconds
+    instead of a model load. Anything but a `VidcoreError` is left for the real run.
+    """
+    from .errors import VidcoreError
+    from .sampling import Sampler
+
+    def zero_model(x: torch.Tensor, sigma: Any, **_: Any) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    try:
+        Sampler.get(req.sampler)(zero_model, torch.zeros(1, 1, 1, 1, 1), schedule,
+                                 generator=torch.Generator("cpu").manual_seed(0), **req.sampler_options)
+    except VidcoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the real run reports it with the real tensors
+        log.debug("sampler dry run of %s raised %s; left to the real run", req.sampler, exc)
 
 
 def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, negative: str | None = None,
@@ -92,66 +228,38 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
             schedule_options: Mapping[str, Any] | None = None,
             guidance_options: Mapping[str, Any] | None = None) -> Request:
     """Fill unset settings from the backend's official defaults and validate the result."""
-    from .plugins import sampler_names
-    from .sampling import Sampler, Scheduler
-
     d = backend.defaults
     if task is None:
         task = "predict" if video is not None and "predict" in backend.tasks else (
             "i2v" if image is not None and "i2v" in backend.tasks else
             "ti2v" if image is not None and "ti2v" in backend.tasks else backend.tasks[0])
-    if task not in backend.tasks:
-        raise InvalidRequestError(
-            f"backend {backend.name!r} cannot do task {task!r}; it does {', '.join(backend.tasks)}")
-    if image is not None and task not in ("i2v", "ti2v"):
-        raise InvalidRequestError(f"--image is for image-to-video; backend {backend.name!r} task {task!r} takes none")
-    if video is not None and task != "predict":
-        raise InvalidRequestError(f"--video is for prediction; backend {backend.name!r} task {task!r} takes none")
-    if task == "i2v" and image is None:
-        raise InvalidRequestError(f"backend {backend.name!r} task i2v needs an input image; pass --image PATH")
-    if task == "predict" and video is None:
-        raise InvalidRequestError("task predict needs the past frames; pass --video CLIP.mp4")
-
     w, h = parse_size(size) or d.size
-    n_frames = d.frames if frames is None else int(frames)
-    n_steps = d.steps if steps is None else int(steps)
-    if n_steps < 1:
-        raise InvalidRequestError(f"steps must be at least 1; got {n_steps}")
     sampler = sampler or d.sampler
-    if sampler not in sampler_names():
-        raise UnknownNameError("sampler", sampler, sampler_names())
+    if sampler_options is not None and not isinstance(sampler_options, Mapping):
+        raise InvalidRequestError(f"sampler options must be a mapping; got {sampler_options!r}")
+    if schedule_options is not None and not isinstance(schedule_options, Mapping):
+        raise InvalidRequestError(f"schedule options must be a mapping; got {schedule_options!r}")
+    if guidance_options is not None and not isinstance(guidance_options, Mapping):
+        raise InvalidRequestError(f"guidance options must be a mapping; got {guidance_options!r}")
     # the official sampler options belong to the official sampler; another sampler starts from none
     sampler_opts = {**(dict(d.sampler_options) if sampler == d.sampler else {}), **(sampler_options or {})}
-    Sampler.validate(sampler, sampler_opts)
     schedule = schedule or d.schedule
     # like the sampler's, the backend's schedule options belong to its own schedule
     sched_opts = dict(d.schedule_options) if schedule == d.schedule else {}
     sched_opts.update(schedule_options or {})
     if shift is not None:
-        sched_opts["shift"] = float(shift)
-    Scheduler(schedule, **sched_opts)  # unknown schedule names and bad options fail here
-    g = d.guidance if guidance is None else guidance
-    if isinstance(g, Mapping):
-        g = {k: float(v) for k, v in g.items()}
-        scales = list(g.values())
-    else:
-        g = float(g)
-        scales = [g]
-    if any(s < 0 for s in scales):
-        raise InvalidRequestError(f"guidance must be >= 0; got {guidance}")
+        sched_opts["shift"] = shift
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-    if not 0 <= int(seed) < 2**63:
-        raise InvalidRequestError(f"seed must be a non-negative integer; got {seed}")
     req = Request(
         backend=backend.name, prompt=prompt, task=task, negative=d.negative if negative is None else negative,
-        width=int(w), height=int(h), frames=n_frames, fps=float(fps or d.fps), steps=n_steps, sampler=sampler,
-        schedule=schedule, seed=int(seed), guidance=g, schedule_options=sched_opts,
-        sampler_options=sampler_opts,
-        guidance_options={**d.guidance_options, **(guidance_options or {})},
+        width=w, height=h, frames=d.frames if frames is None else frames, fps=d.fps if fps is None else fps,
+        steps=d.steps if steps is None else steps, sampler=sampler, schedule=schedule, seed=seed,
+        guidance=d.guidance if guidance is None else guidance, schedule_options=sched_opts,
+        sampler_options=sampler_opts, guidance_options={**d.guidance_options, **(guidance_options or {})},
         image=str(image) if image is not None else None, video=str(video) if video is not None else None,
     )
-    return req
+    return check_request(backend, req)
 
 
 def load_inputs(backend: Backend, req: Request) -> Inputs:

@@ -53,7 +53,9 @@ class Denoiser:
         t = self.schedule.timestep(s).to(x.device).expand(x.shape[0])
         if self.schedule.kind == "vp":
             x = x * (1.0 / math.sqrt(1.0 + s * s))
-        return self.network(x, t, **cond)
+        # a half-precision network answers in its own dtype; the sampler's state (and guidance's
+        # mix of outputs) stays in the state's dtype, as the official pipelines keep fp32 latents
+        return self.network(x, t, **cond).to(x.dtype)
 
     def to_x0(self, x: torch.Tensor, sigma: torch.Tensor | float, out: torch.Tensor) -> torch.Tensor:
         """The denoised estimate from a raw output (``x`` is the sampler state)."""
