@@ -7,12 +7,15 @@ any weights load; a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import errno
+import functools
 import json
 import logging
 import re
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .distributed.runtime import add_arguments as add_parallel_arguments
 from .errors import Cancelled, VidcoreError
@@ -64,18 +67,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .memory import get_policy
     from .pipeline import load
     from .plugins import backends, get_backend
-    from .records import read_record
-    from .request import Request, load_inputs, parse_dtype, resolve
+    from .records import read_record, replay_settings
+    from .request import check_fits, load_inputs, parse_device, parse_dtype, resolve
 
     memory, dtype = args.memory, args.dtype
+    loras = [_parse_lora(spec) for spec in (args.lora or [])]
     if args.from_record:
-        record = read_record(args.from_record)
-        req = Request.from_dict(record["request"])
-        backend = get_backend(req.backend)
-        memory = memory or (record.get("memory") or {}).get("preset") or "resident"
-        dtype = dtype or record.get("dtype")
-        ckpt = args.ckpt or ((record.get("checkpoint") or {}).get("dir"))
+        replay = replay_settings(read_record(args.from_record), source=f"run record {args.from_record!r}")
+        backend, req = replay["backend"], replay["request"]
+        memory = memory or replay["memory"] or "resident"
+        dtype = dtype or replay["dtype"]
+        ckpt = args.ckpt or replay["ckpt"]
         out = Path(args.out or Path(args.from_record).with_name(Path(args.from_record).stem + "-replay.mp4"))
+        loras = loras or replay["loras"]
     else:
         if args.prompt is None:
             raise VidcoreError("generate needs a PROMPT (or --from-record RUN.json)")
@@ -92,17 +96,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # everything cheap is checked before any weights load
     check_output_path(out, suffix=".mp4", overwrite=args.overwrite)
     get_policy(memory, parse_dtype(dtype))
+    device = parse_device(args.device)
     inputs = load_inputs(backend, req)
-    loras = [_parse_lora(spec) for spec in (args.lora or [])]
-    if args.from_record and not loras:
-        loras = [(r["path"], float(r["scale"]), r.get("mode", "hook")) for r in record.get("loras", [])]
+    check_fits(backend, req, device)
     for path, _, _ in loras:
-        if not Path(path).is_file():
-            raise VidcoreError(f"LoRA file {path!r} does not exist")
+        _check_lora_file(path)
     par = init_from_args(args, backend)  # torchrun: checks --ulysses/--ring/--cfg-parallel; None on one process
     if par is not None:
         req = par.same_request(req)  # every rank uses rank 0's seed
-    pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else args.device)
+    pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else device)
     for path, scale, mode in loras:
         pipe.load_lora(path, scale=scale, mode=mode)
     try:
@@ -121,13 +123,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _parse_lora(spec: str) -> tuple[str, float, str]:
     """``PATH`` or ``PATH:SCALE`` (the scale defaults to 1)."""
+    from .validate import number
+
     path, sep, scale = spec.rpartition(":")
     if sep and path:
         try:
-            return path, float(scale), "hook"
+            value = float(scale)
         except ValueError:
-            pass
+            return spec, 1.0, "hook"
+        return path, number(f"LoRA scale in {spec!r}", value, lo=-100.0, hi=100.0), "hook"
     return spec, 1.0, "hook"
+
+
+def _check_lora_file(path: str) -> None:
+    """A LoRA must be a readable safetensors file with a sound header; checked before the model loads."""
+    from .checkpoints import read_header
+
+    p = Path(path)
+    if not p.is_file():
+        raise VidcoreError(f"LoRA file {path!r} does not exist" + (" (it is a folder)" if p.is_dir() else ""))
+    if p.suffix != ".safetensors":
+        raise VidcoreError(f"LoRA file {p.name!r} is not .safetensors; convert it to safetensors first")
+    if not read_header(p):
+        raise VidcoreError(f"LoRA file {path!r} holds no tensors")
 
 
 # -- download / inspect / verify --------------------------------------------------------------
@@ -254,10 +272,25 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", _Parser)
+        return super().add_subparsers(**kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidcore", description="Run open video diffusion models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser = _Parser(prog="vidcore", description="Run open video diffusion models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details; show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    verbose = _Parser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log progress details; show tracebacks")
+    sub.add_parser = functools.partial(sub.add_parser, parents=[verbose])
 
     p = sub.add_parser("backends", help="list installed backends")
     p.add_argument("--json", action="store_true")
@@ -342,18 +375,84 @@ def _add_plugin_commands(sub: Any) -> None:
         p.set_defaults(func=lambda a, _run=run: _run(a))
 
 
+#: errno values that mean the machine, not vidcore, refused (disk full, permissions, names)
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG,
+                       errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EMFILE, errno.ENFILE,
+                       errno.EIO, errno.EBUSY, errno.ETXTBSY, errno.ENOTEMPTY, errno.EXDEV}
+
+
+def _environment_error(exc: OSError) -> str:
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some disk space (quota)",
+            errno.EACCES: "check the permissions", errno.EPERM: "check the permissions",
+            errno.EROFS: "the disk is read-only; write elsewhere",
+            errno.ENAMETOOLONG: "choose a shorter name"}.get(exc.errno or 0, "check the path")
+    return f"{exc.strerror or exc}{where}; {hint}"
+
+
+def log_dir() -> Path:
+    """Where crash logs go: ``$VIDCORE_LOG_DIR``, else the user's cache folder."""
+    import os
+
+    if os.environ.get("VIDCORE_LOG_DIR"):
+        return Path(os.environ["VIDCORE_LOG_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vidcore" / "logs"
+
+
+def _crash_log(argv: list[str], text: str) -> Path | None:
+    """Write the traceback of a bug to a new file in `log_dir`; None when even that fails."""
+    import datetime
+    import os
+    import tempfile
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (log_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"vidcore-crash-{stamp}-{os.getpid()}.log"
+            path.write_text(f"vidcore {' '.join(argv)}\n\n{text}")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _bug(argv: list[str], exc: BaseException, verbose: bool) -> int:
+    text = traceback.format_exc()
+    if verbose:
+        print(text, file=sys.stderr, end="")
+    path = _crash_log(argv, text)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    where = f"the traceback is in {path}" if path else "rerun with -v to see the traceback"
+    print(f"error: internal error ({type(exc).__name__}: {first}); this is a bug in vidcore or a plugin, not in "
+          f"your input; {where}; please report it", file=sys.stderr)
+    return 1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if args.verbose:
+        verbose = bool(getattr(args, "verbose", False))
+        if verbose:
             logging.getLogger().setLevel(logging.INFO)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
     except VidcoreError as exc:
+        if verbose:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Cancelled:
@@ -362,6 +461,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _bug(argv, exc, verbose)
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {_environment_error(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - anything else is ours to own up to
+        if _out_of_memory(exc):
+            if verbose:
+                traceback.print_exc()
+            print("error: out of memory; use a leaner --memory preset (e.g. low-vram), a smaller --size or fewer "
+                  "--frames", file=sys.stderr)
+            return 2
+        return _bug(argv, exc, verbose)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from .cache import reset_step_caches
 from .errors import InvalidRequestError
 from .memory import MemoryPolicy, get_policy
 from .plugins import backend_plugin, get_backend
-from .request import Request, dtype_name, load_inputs, parse_dtype, resolve
+from .request import Request, check_fits, check_request, dtype_name, load_inputs, parse_device, parse_dtype, resolve
 from .video import Video
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,10 @@ class Pipeline:
         from .sampling import Experts, Sampler, Scheduler, wrap_network
 
         backend, policy = self.backend, self.policy
+        check_request(backend, req)  # a hand-built or replayed request meets the rules resolve applies
         if inputs is None:
             inputs = load_inputs(backend, req)
+        check_fits(backend, req, self.device)
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
         if self.device.type == "cuda":
@@ -284,7 +286,7 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
     """
     b = get_backend(backend) if isinstance(backend, str) else backend
     wdtype = parse_dtype(dtype)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = parse_device(device)
     policy = get_policy(memory, wdtype)
     memory_name = memory if isinstance(memory, str) else getattr(memory, "name", "custom")
     ckpt_dir: Path | None = None

@@ -75,17 +75,26 @@ def make_record(*, request: dict[str, Any], plugin: str | None, memory: dict[str
     }
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def read_record(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InvalidRequestError(f"run record {str(p)!r} does not exist")
     try:
-        data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(p.read_bytes(), parse_constant=_refuse_constant)
+    except OSError as exc:
+        raise InvalidRequestError(f"run record {str(p)!r} cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:
         raise InvalidRequestError(f"run record {str(p)!r} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "request" not in data or "backend" not in data:
         raise InvalidRequestError(f"{str(p)!r} is not a vidcore run record (no 'request'/'backend')")
-    if data.get("vidcore_record", 0) > RECORD_VERSION:
+    version = data.get("vidcore_record", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidRequestError(f"run record {str(p)!r} has a bad 'vidcore_record' version {version!r}")
+    if version > RECORD_VERSION:
         raise InvalidRequestError(f"run record {str(p)!r} is from a newer vidcore; upgrade vidcore to replay it")
     return data
 
@@ -96,3 +105,48 @@ def is_complete(path: str | Path) -> bool:
         return bool(read_record(path).get("complete"))
     except InvalidRequestError:
         return False
+
+
+def replay_settings(record: dict[str, Any], *, source: str = "run record") -> dict[str, Any]:
+    """What ``--from-record`` needs from a record, each value checked as strictly as a CLI flag.
+
+    Returns ``backend`` (the registered object), ``request`` (checked with
+    `vidcore.request.check_request`), ``memory``, ``dtype``, ``ckpt`` and
+    ``loras`` (``(path, scale, mode)`` triples). A record is a file anyone can
+    edit, so nothing in it is trusted: a wrong type is one line, before any work.
+    """
+    from . import validate
+    from .plugins import get_backend
+    from .request import Request, check_request
+
+    req_data = record.get("request")
+    backend_name = req_data.get("backend") if isinstance(req_data, dict) else None
+    if not isinstance(backend_name, str):
+        raise InvalidRequestError(f"{source} has no backend name in its 'request'; it is damaged")
+    backend = get_backend(backend_name)
+    req = check_request(backend, Request.from_dict(req_data, source=source))
+    memory = record.get("memory") or {}
+    preset = memory.get("preset") if isinstance(memory, dict) else None
+    if preset is not None and not isinstance(preset, str):
+        raise InvalidRequestError(f"{source} 'memory.preset' must be a preset name; got {preset!r}")
+    dtype = record.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise InvalidRequestError(f"{source} 'dtype' must be fp32, bf16 or fp16; got {dtype!r}")
+    checkpoint = record.get("checkpoint") or {}
+    ckpt = checkpoint.get("dir") if isinstance(checkpoint, dict) else None
+    if ckpt is not None and not isinstance(ckpt, str):
+        raise InvalidRequestError(f"{source} 'checkpoint.dir' must be a folder path; got {ckpt!r}")
+    loras = record.get("loras") or []
+    if not isinstance(loras, list):
+        raise InvalidRequestError(f"{source} 'loras' must be a list; got {type(loras).__name__}")
+    triples = []
+    for i, item in enumerate(loras):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise InvalidRequestError(f"{source} 'loras[{i}]' needs a 'path' string")
+        scale = validate.number(f"{source} loras[{i}].scale", item.get("scale", 1.0), lo=-100.0, hi=100.0)
+        mode = item.get("mode", "hook")
+        if mode not in ("hook", "merge"):
+            raise InvalidRequestError(f"{source} 'loras[{i}].mode' must be 'hook' or 'merge'; got {mode!r}")
+        triples.append((item["path"], scale, mode))
+    return {"backend": backend, "request": req, "memory": preset, "dtype": dtype, "ckpt": ckpt, "loras": triples}
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +41,74 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 def dtype_name(dtype: torch.dtype | None) -> str | None:
     return None if dtype is None else {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
         dtype, str(dtype).replace("torch.", ""))
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """The torch device to run on, refused in one line when this machine does not have it."""
+    if device is None:
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidRequestError(f"unknown device {str(device)!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise InvalidRequestError(f"device {str(device)!r} asked for, but {why}; use --device cpu "
+                                      "(or omit --device to use what is there)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InvalidRequestError(f"device {str(device)!r} does not exist; this machine has {count} GPU(s), "
+                                      f"cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InvalidRequestError(f"device {str(device)!r} (Apple GPU) is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise InvalidRequestError(f"device type {dev.type!r} is not supported; use cpu, cuda or cuda:N")
+    return dev
+
+
+def _available_bytes(device: torch.device) -> int | None:
+    """Memory a run can still take on ``device`` (RAM for the CPU), or None when unknown."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_fits(backend: Backend, req: Request, device: torch.device | str) -> None:
+    """Refuse, before any allocation, a video whose unavoidable tensors alone exceed the free memory.
+
+    The bound counts only what every backend must hold: the decoded frames in
+    float32 (before they become uint8) and the latent with a few sampler
+    states. Real peaks are higher, so passing proves little; failing proves
+    the run cannot finish, which is what a typo such as ``--frames 100000`` needs.
+    """
+    dev = torch.device(device)
+    frames_bytes = req.frames * req.width * req.height * 3 * 4
+    try:
+        latent = math.prod(backend.latent_shape(req)) * 4 * 4
+    except Exception:  # noqa: BLE001 - a backend that cannot say still gets the frames bound
+        latent = 0
+    need = frames_bytes + latent
+    free = _available_bytes(dev)
+    if free is not None and need > free:
+        raise InvalidRequestError(
+            f"a {req.width}x{req.height} video of {req.frames} frames needs at least {need / 2**30:.1f} GiB on "
+            f"{dev.type} for its frames alone, and {free / 2**30:.1f} GiB is free; ask for fewer --frames or a "
+            "smaller --size")
 
 
 def parse_size(text: str | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:

@@ -42,18 +42,22 @@ def number(name: str, value: Any, *, lo: float | None = None, hi: float | None =
     if not math.isfinite(x):
         raise InvalidRequestError(f"{name} must be a finite number; got {_show(value)}")
     if lo_open and lo is not None and x <= lo:
-        raise InvalidRequestError(f"{name} must be greater than {lo:g}; got {x:g}")
+        raise InvalidRequestError(f"{name} must be greater than {_fmt(lo)}; got {_fmt(x)}")
     _check_range(name, x, None if lo_open else lo, hi)
     return x
 
 
+def _fmt(x: float | None) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _check_range(name: str, x: float, lo: float | None, hi: float | None) -> None:
     if lo is not None and hi is not None and not lo <= x <= hi:
-        raise InvalidRequestError(f"{name} must be between {lo:g} and {hi:g}; got {x:g}")
+        raise InvalidRequestError(f"{name} must be between {_fmt(lo)} and {_fmt(hi)}; got {_fmt(x)}")
     if lo is not None and x < lo:
-        raise InvalidRequestError(f"{name} must be at least {lo:g}; got {x:g}")
+        raise InvalidRequestError(f"{name} must be at least {_fmt(lo)}; got {_fmt(x)}")
     if hi is not None and x > hi:
-        raise InvalidRequestError(f"{name} must be at most {hi:g}; got {x:g}")
+        raise InvalidRequestError(f"{name} must be at most {_fmt(hi)}; got {_fmt(x)}")
 
 
 def text(name: str, value: Any, *, max_chars: int) -> str:

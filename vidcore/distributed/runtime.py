@@ -145,7 +145,8 @@ def init(ulysses: int = 1, ring: int = 1, cfg_parallel: bool = False, *, backend
 
 def init_from_args(args: Any, backend: Any = None) -> Parallel | None:
     """`init` from ``vidcore generate``'s ``--ulysses K --ring R --cfg-parallel`` (and ``--device``)."""
-    return init(getattr(args, "ulysses", None) or 1, getattr(args, "ring", None) or 1,
+    ulysses, ring = getattr(args, "ulysses", 1), getattr(args, "ring", 1)
+    return init(1 if ulysses is None else ulysses, 1 if ring is None else ring,
                 bool(getattr(args, "cfg_parallel", False)), backend=backend, device=getattr(args, "device", None))
 
 
