@@ -53,10 +53,13 @@ class FP8Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.compute_dtype
-        y = F.linear(x.to(dtype), self.weight.to(dtype))
-        if dtype == torch.float16:  # fp16's range cannot hold every bf16 scale
-            y = (y.float() * self.weight_scale).to(dtype)
+        if dtype == torch.float16:
+            # fp16 tops out at 65504: x @ q.T with q up to 448 overflows before the scale could shrink it
+            # (a flat, all-NaN video), so the weight is dequantised first and the product stays in range
+            w = (self.weight.float() * self.weight_scale[:, None]).to(dtype)
+            y = F.linear(x.to(dtype), w)
         else:
+            y = F.linear(x.to(dtype), self.weight.to(dtype))
             y = y * self.weight_scale.to(dtype)
         if self.bias is not None:
             y = y + self.bias.to(dtype)
