@@ -442,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     verbose = "-v" in argv or "--verbose" in argv
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, or a usage error already printed in one line
+            return exc.code if isinstance(exc.code, int) else 2
         verbose = bool(getattr(args, "verbose", False))
         if verbose:
             logging.getLogger().setLevel(logging.INFO)

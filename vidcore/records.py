@@ -120,7 +120,9 @@ def replay_settings(record: dict[str, Any], *, source: str = "run record") -> di
     from .request import Request, check_request
 
     req_data = record.get("request")
-    backend_name = req_data.get("backend") if isinstance(req_data, dict) else None
+    if not isinstance(req_data, dict):
+        raise InvalidRequestError(f"{source} 'request' must be a JSON object; got {type(req_data).__name__}")
+    backend_name = req_data.get("backend")
     if not isinstance(backend_name, str):
         raise InvalidRequestError(f"{source} has no backend name in its 'request'; it is damaged")
     backend = get_backend(backend_name)

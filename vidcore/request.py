@@ -234,12 +234,12 @@ def check_request(backend: Backend, req: Request) -> Request:
     req.steps = validate.integer("steps", req.steps, lo=1, hi=backend.max_steps)
     req.seed = validate.integer("seed", req.seed, lo=0, hi=2**63 - 1)
     req.guidance = _guidance(backend, req.guidance)
+    if isinstance(req.schedule_options, Mapping) and "shift" in req.schedule_options:
+        req.schedule_options = {**req.schedule_options, "shift": validate.number(
+            "shift", req.schedule_options["shift"], lo=0.0, lo_open=True, hi=100.0)}
     req.sampler_options = validate.options("sampler options", req.sampler_options)
     req.schedule_options = validate.options("schedule options", req.schedule_options)
     req.guidance_options = validate.options("guidance options", req.guidance_options)
-    if "shift" in req.schedule_options:
-        req.schedule_options["shift"] = validate.number("shift", req.schedule_options["shift"], lo=0.0,
-                                                        lo_open=True, hi=100.0)
     if not isinstance(req.sampler, str) or req.sampler not in sampler_names():
         raise UnknownNameError("sampler", str(req.sampler), sampler_names())
     from .sampling import Sampler
