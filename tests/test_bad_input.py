@@ -73,6 +73,7 @@ FLAGS = [
     (["--dtype", "int8"], "unknown dtype 'int8'"),
     (["--memory", "fast"], "unknown memory preset 'fast'"),
     (["--sampler", "flow_euler", "--schedule", "karras"], "flow_euler needs a flow schedule"),
+    (["--sampler", "euler", "--schedule", "karras"], "a flow-velocity network needs a flow schedule"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ]
 

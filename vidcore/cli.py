@@ -68,7 +68,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import load
     from .plugins import backends, get_backend
     from .records import read_record, replay_settings
-    from .request import check_fits, load_inputs, parse_device, parse_dtype, resolve
+    from .request import check_fits, check_schedule_fits_model, load_inputs, parse_device, parse_dtype, resolve
 
     memory, dtype = args.memory, args.dtype
     loras = [_parse_lora(spec) for spec in (args.lora or [])]
@@ -99,6 +99,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = parse_device(args.device)
     inputs = load_inputs(backend, req)
     check_fits(backend, req, device)
+    check_schedule_fits_model(backend, req)
     for path, _, _ in loras:
         _check_lora_file(path)
     par = init_from_args(args, backend)  # torchrun: checks --ulysses/--ring/--cfg-parallel; None on one process

@@ -288,6 +288,30 @@ def _dry_run_sampler(req: Request, schedule: Any) -> None:
         log.debug("sampler dry run of %s raised %s; left to the real run", req.sampler, exc)
 
 
+def check_schedule_fits_model(backend: Backend, req: Request) -> None:
+    """Refuse a schedule the backend's networks cannot be sampled on (a flow network on a vp schedule).
+
+    The backend's own schedule always fits, so only a changed one is checked;
+    the check builds the components on ``meta`` (no memory, no weights) to ask
+    which prediction each expert makes.
+    """
+    from .errors import VidcoreError
+    from .sampling import Scheduler, wrap_network
+
+    if req.schedule == backend.defaults.schedule:
+        return
+    schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)
+    try:
+        experts = backend.experts(backend.build("meta"), req)
+    except VidcoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the real run reports it with the loaded model
+        log.debug("could not ask %s for its experts on meta (%s); left to the real run", backend.name, exc)
+        return
+    for expert in experts:
+        wrap_network(expert.network, expert.prediction, schedule)
+
+
 def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, negative: str | None = None,
             image: str | Path | None = None, video: str | Path | None = None,
             size: str | tuple[int, int] | None = None, frames: int | None = None, fps: float | None = None,
