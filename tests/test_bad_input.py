@@ -255,3 +255,45 @@ def test_user_errors_show_a_traceback_only_with_verbose(toy_ckpt, out_dir, capsy
     code, _, err = run(capsys, "-v", "generate", "x", "--backend", "toy", "--ckpt", str(toy_ckpt),
                        "--out", str(out_dir / "v.mp4"), "--guidance", "nan")
     assert code == 2 and "Traceback" in err and err.rstrip().endswith("guidance must be a finite number; got nan")
+
+
+# -- the Python API meets the same rules -------------------------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    ({"memory": 123}, "memory must be a preset name"),
+    ({"dtype": 5}, "unknown dtype 5"),
+    ({"device": 3.5}, "unknown device '3.5'"),
+    ({"ckpt": 123}, "ckpt must be a checkpoint folder path"),
+])
+def test_load_arguments_are_checked(toy_ckpt, kwargs, message):
+    import vidcore
+    from vidcore.errors import VidcoreError
+
+    kwargs = {"ckpt": toy_ckpt, **kwargs}
+    with pytest.raises(VidcoreError, match=message):
+        vidcore.load("toy", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prompt": None}, "prompt must be a string; got None"),
+    ({"steps": "3"}, "steps must be a whole number; got '3'"),
+    ({"size": (16.5, 16)}, "width must be a whole number; got 16.5"),
+    ({"fps": 0}, "fps must be greater than 0"),
+    ({"fps": float("inf")}, "fps must be a finite number"),
+    ({"guidance": [1, 2]}, "guidance must be a number"),
+    ({"seed": 2**70}, "seed must be between 0 and"),
+    ({"bogus": 1}, "unknown setting(s) bogus"),
+    ({"sampler_options": {"eta": float("nan")}}, "must be a finite number"),
+])
+def test_call_settings_are_checked(toy_ckpt, kwargs, message):
+    import vidcore
+    from vidcore.errors import VidcoreError
+
+    with vidcore.load("toy", toy_ckpt, device="cpu") as pipe:
+        with pytest.raises(VidcoreError, match=re_escape(message)):
+            pipe(**{"prompt": "x", **kwargs})
+
+
+def re_escape(text):
+    import re
+
+    return re.escape(text)

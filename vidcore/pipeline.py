@@ -84,6 +84,12 @@ class Pipeline:
     def __call__(self, prompt: str = "", *, callback: StepCallback | None = None, progress: bool | None = None,
                  **settings: Any) -> Video:
         """Generate one video; settings are those of `vidcore.request.resolve` (size, frames, steps, ...)."""
+        import inspect
+
+        accepted = [p for p in inspect.signature(resolve).parameters if p not in ("backend", "prompt")]
+        unknown = sorted(set(settings) - set(accepted))
+        if unknown:
+            raise InvalidRequestError(f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
         req = resolve(self.backend, prompt, **settings)
         return self.run(req, callback=callback, progress=progress)
 
@@ -284,6 +290,12 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
     weights (the embedded demo) load them, and others look in the Hugging Face
     cache (`vidcore download` fills it).
     """
+    if not isinstance(backend, (str, Backend)):
+        raise InvalidRequestError(f"backend must be a backend name or a vidcore.Backend; got {backend!r}")
+    if not isinstance(memory, (str, MemoryPolicy)):
+        raise InvalidRequestError(f"memory must be a preset name (e.g. 'low-vram') or a MemoryPolicy; got {memory!r}")
+    if ckpt is not None and not isinstance(ckpt, (str, Path)):
+        raise InvalidRequestError(f"ckpt must be a checkpoint folder path; got {ckpt!r}")
     b = get_backend(backend) if isinstance(backend, str) else backend
     wdtype = parse_dtype(dtype)
     dev = parse_device(device)
