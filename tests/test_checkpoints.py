@@ -94,6 +94,89 @@ def test_component_files_missing_are_named_with_the_fix(tmp_path):
         component_files(s, tmp_path / "sh", "vae")
 
 
+INDEX = "denoiser/diffusion_pytorch_model.safetensors.index.json"
+SHARD = "diffusion_pytorch_model-00001-of-00002.safetensors"
+
+
+def _sharded_with_entry(folder: Path, entry) -> tuple[TinyBackend, Path]:
+    """A sharded checkpoint whose index names ``entry`` for one tensor (the other shard stays as written)."""
+    s = TinyBackend(sharded_layout())
+    write_checkpoint(s, folder, reference_weights(s), shards=2)
+    index = folder / INDEX
+    data = json.loads(index.read_text())
+    first = next(k for k, v in data["weight_map"].items() if v == SHARD)
+    data["weight_map"][first] = entry
+    index.write_text(json.dumps(data))
+    return s, index
+
+
+@pytest.mark.parametrize("entry", ["../../etc/passwd", "/etc/passwd", "../../vae/diffusion_pytorch_model.safetensors",
+                                   "", ".", "..", "./", "a\0b.safetensors", 7, None, ["x.safetensors"], {"f": "x"}])
+def test_shard_index_entries_must_name_files_inside_the_folder(tmp_path, entry, monkeypatch):
+    s, index = _sharded_with_entry(tmp_path / "ckpt", entry)
+    opened = []
+    monkeypatch.setattr("vidcore.checkpoints._SafetensorsFile.__init__", lambda self, p, *a: opened.append(p))
+    with pytest.raises(CheckpointError) as err:
+        component_files(s, tmp_path / "ckpt", "denoiser")
+    msg = _one_line(err.value)
+    assert str(index) in msg and "download it again" in msg
+    assert (json.dumps(entry)[:20] if not isinstance(entry, str) else repr(entry)) in msg
+    assert not opened  # refused before any shard is opened
+
+
+def test_shard_index_entry_inside_the_folder_may_climb_back(tmp_path):
+    # "../denoiser/x" from denoiser/ stays inside the checkpoint folder: allowed, and normalised
+    s, _ = _sharded_with_entry(tmp_path, f"../denoiser/{SHARD}")
+    files = component_files(s, tmp_path, "denoiser")
+    assert tmp_path / "denoiser" / SHARD in files and all(".." not in f.parts for f in files)
+
+
+def test_shard_index_entry_through_a_symlink_out_of_the_folder(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    save_file({"x": torch.zeros(1)}, str(outside / SHARD))
+    s, index = _sharded_with_entry(tmp_path / "ckpt", f"link/{SHARD}")
+    (tmp_path / "ckpt" / "denoiser" / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(CheckpointError) as err:
+        component_files(s, tmp_path / "ckpt", "denoiser")
+    assert "symlink" in _one_line(err.value) and str(index) in str(err.value)
+    # a symlink that stays inside is fine, and so is a shard file that is itself a link (as in the HF cache)
+    (tmp_path / "ckpt" / "denoiser" / "link").unlink()
+    (tmp_path / "ckpt" / "denoiser" / "link").symlink_to(tmp_path / "ckpt" / "denoiser", target_is_directory=True)
+    assert tmp_path / "ckpt" / "denoiser" / "link" / SHARD in component_files(s, tmp_path / "ckpt", "denoiser")
+    blob = tmp_path / "blobs" / "abc"
+    blob.parent.mkdir()
+    (tmp_path / "ckpt" / "denoiser" / SHARD).rename(blob)
+    (tmp_path / "ckpt" / "denoiser" / SHARD).symlink_to(blob)
+    (tmp_path / "ckpt" / "denoiser" / "link").unlink()
+    index.write_text(index.read_text().replace(f"link/{SHARD}", SHARD))
+    assert tmp_path / "ckpt" / "denoiser" / SHARD in component_files(s, tmp_path / "ckpt", "denoiser")
+
+
+@pytest.mark.parametrize("entry", ["/etc/passwd", "../../etc/passwd", 7])
+def test_verify_reports_a_bad_index_entry_as_a_failed_check(tmp_path, entry, monkeypatch, capsys):
+    from vidcore import cli, plugins
+    from vidcore.manifest import verify
+
+    s, index = _sharded_with_entry(tmp_path, entry)
+    report = verify(s, tmp_path)
+    assert not report.ok and str(index) in report.unreadable["denoiser"][0]
+    monkeypatch.setattr(plugins, "get_backend", lambda name: s)
+    assert cli.main(["verify", "tiny-test", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "FAILED" in out and "Traceback" not in out + err and str(index) in out
+
+
+@pytest.mark.parametrize("content", ['{"weight_map": ["a"]}', '{"metadata": {}}', "[1]", "{", '{"weight_map": 3}',
+                                     "[" * 100_000])
+def test_malformed_shard_index_is_one_line(tmp_path, content):
+    s, index = _sharded_with_entry(tmp_path, SHARD)
+    index.write_text(content)
+    with pytest.raises(CheckpointError) as err:
+        component_files(s, tmp_path, "denoiser")
+    assert str(index) in _one_line(err.value)
+
+
 # -- loading ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("layout", [single_layout, sharded_layout])
 def test_load_matches_reference_weights(tmp_path, layout):

@@ -39,12 +39,13 @@ import hashlib
 import json
 import logging
 import math
+import os
 import pickle
 import re
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -109,16 +110,49 @@ def _has_magic(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 
-def _index_shards(index: Path) -> list[Path]:
-    """The shard files a ``*.safetensors.index.json`` names, next to it, in order."""
+def _bad_index(index: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{index}: unusable shard index ({why}); download it again")
+
+
+def _index_shards(index: Path, root: Path) -> list[Path]:
+    """The shard files a ``*.safetensors.index.json`` names, next to it, in order.
+
+    Every entry of ``weight_map`` must be a relative path that stays inside the
+    checkpoint folder ``root``: no absolute path, no ``..`` that climbs out of
+    it, and no folder on the way that is a symlink pointing out of it. All
+    entries are checked before any shard is opened. The shard file itself may
+    be a symlink (the Hugging Face cache makes every file one, into its
+    ``blobs/`` folder, and people link big files in from other disks).
+    """
     try:
-        data = json.loads(index.read_text())
-        weight_map = data["weight_map"]
-        shards = list(dict.fromkeys(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{index}: unreadable shard index ({type(e).__name__}: {e}); download it again") \
-            from None
-    return [index.parent / s for s in shards]
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CheckpointError(f"{index}: cannot read ({e.strerror or e})") from None
+    except RecursionError:
+        raise _bad_index(index, "not JSON: nested too deep") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise _bad_index(index, f"not JSON: {str(e)[:100]}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict):
+        raise _bad_index(index, "no weight_map object")
+    bad = next(((k, v) for k, v in weight_map.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise _bad_index(index, f"weight_map entry {_q(bad[0])} is {json.dumps(bad[1])[:60]}, not a file name")
+    base = Path(os.path.abspath(root))
+    real_base = base.resolve()
+    folder = Path(os.path.abspath(index.parent))
+    shards = []
+    for entry in dict.fromkeys(weight_map.values()):
+        outside = f"entry {_q(entry)} is not a file inside the checkpoint folder {root}"
+        if not entry or "\0" in entry or PurePosixPath(entry).is_absolute():
+            raise _bad_index(index, outside)
+        path = Path(os.path.normpath(folder / entry))  # "a/../b" -> "b", without following symlinks
+        if not path.is_relative_to(base) or folder.is_relative_to(path):  # out of it, or a folder of it
+            raise _bad_index(index, outside)
+        if not path.parent.resolve().is_relative_to(real_base):
+            raise _bad_index(index, f"entry {_q(entry)} leads through a symlink out of the checkpoint folder {root}")
+        shards.append(Path(root) / path.relative_to(base))
+    return shards
 
 
 def find_component_files(backend: Backend, ckpt_dir: Path, component: str) -> tuple[list[Path], list[str]]:
@@ -150,7 +184,7 @@ def find_component_files(backend: Backend, ckpt_dir: Path, component: str) -> tu
     indexes = list(dict.fromkeys(m for m in matches if m.name.endswith(INDEX_SUFFIX)))
     sharded_dirs = {i.parent for i in indexes}
     for index in indexes:
-        for shard in _index_shards(index):
+        for shard in _index_shards(index, ckpt_dir):
             if shard.is_file():
                 add(shard)
             else:
