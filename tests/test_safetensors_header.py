@@ -417,3 +417,34 @@ def test_the_header_length_limit_is_the_librarys(folder):
         assert agree(path)
     finally:
         path.unlink()
+
+
+# -- LoRA files go through the same checks ----------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pickle", "empty", "trailing", "folder", "missing"])
+def test_a_damaged_lora_file_is_one_line(folder, damage):
+    from vidcore.lora import read_lora_file
+
+    path = folder / "style.safetensors"
+    good = {"blocks.0.fc1.lora_A.weight": torch.ones(2, 8), "blocks.0.fc1.lora_B.weight": torch.ones(8, 2)}
+    if path.is_dir():
+        path.rmdir()
+    save_file(good, str(path))
+    assert set(read_lora_file(path)) == set(good)
+    content = path.read_bytes()
+    if damage == "folder":
+        path.unlink()
+        path.mkdir()
+    elif damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes({"truncated": content[:-5], "garbage": b"\x89PNG\r\n\x1a\n" + bytes(range(256)),
+                          "pickle": b"\x80\x04\x95" + b"\0" * 40, "empty": b"", "trailing": content + b"\0"}[damage])
+    with pytest.raises(CheckpointError) as err:
+        read_lora_file(path)
+    text = str(err.value)
+    assert "\n" not in text and "LoRA file" in text and str(path) in text
+    if damage not in ("folder", "missing"):
+        assert library(path) is None  # the library refuses these too (with its own exception type)
+        assert "not a valid safetensors file" in text and "download it again" in text
+    else:
+        assert ("is a folder" if damage == "folder" else "does not exist") in text

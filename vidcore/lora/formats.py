@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoints import _SafetensorsFile
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,32 @@ class LoraLayer:
         return scale * (self.alpha if self.alpha is not None else self.rank) / self.rank
 
 
+def _not_safetensors(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"LoRA file {path} is not a valid safetensors file ({why}); download it again or "
+                           "re-export it as safetensors")
+
+
 def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A LoRA file's tensors (safetensors only: never unpickle untrusted files)."""
+    """A LoRA file's tensors (safetensors only: never unpickle untrusted files).
+
+    Read through the same checked parser as checkpoints (`vidcore.checkpoints`),
+    so a truncated or garbage file is one line naming it, never a library error.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"LoRA file {str(path)!r} is a folder; pass the .safetensors file itself")
+    if not path.exists():
+        raise CheckpointError(f"LoRA file {str(path)!r} does not exist; check the path")
     if not path.is_file():
-        raise CheckpointError(f"LoRA file {str(path)!r} does not exist")
+        raise CheckpointError(f"LoRA file {str(path)!r} is not a regular file; pass a .safetensors file")
     if path.suffix != ".safetensors":
         raise CheckpointError(f"LoRA file {path.name!r} is not .safetensors; convert it to safetensors first")
-    from safetensors.torch import load_file
-
-    return load_file(str(path), device="cpu")
+    st = _SafetensorsFile(path, corrupt=_not_safetensors)
+    try:
+        with path.open("rb", buffering=0) as f:
+            return {name: st.read(name, f) for name in st.entries}
+    except OSError as e:
+        raise CheckpointError(f"LoRA file {path}: cannot read ({e.strerror or e})") from None
 
 
 def _list(items: list[str], limit: int = 4) -> str:
