@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vidcore.batch import read_jobs, run_batch
-from vidcore.errors import InvalidRequestError
+from vidcore.errors import InvalidRequestError, VidcoreError
 
 TESTS = Path(__file__).parent
 
@@ -21,12 +21,25 @@ TESTS = Path(__file__).parent
 def write_prompts(path: Path, n: int, bad: int | None = None) -> Path:
     lines = []
     for i in range(n):
-        item = {"prompt": f"clip number {i}", "steps": 2}
-        if i == bad:
-            item["size"] = "20x16"  # not a multiple of 8: this one fails
+        item = {"prompt": f"clip number {i}" + (" (bad)" if i == bad else ""), "steps": 2}
         lines.append(json.dumps(item))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def bad_prompts_fail(monkeypatch):
+    """Prompts containing "(bad)" fail at decode time, after their line passed every check."""
+    import toy_backend
+
+    orig = toy_backend.ToyBackend.decode
+
+    def decode(self, components, latents, request):
+        if "(bad)" in request.prompt:
+            raise RuntimeError("decoder ran out of memory (simulated)")
+        return orig(self, components, latents, request)
+
+    monkeypatch.setattr(toy_backend.ToyBackend, "decode", decode)
 
 
 def complete_records(out: Path) -> dict[str, dict]:
@@ -40,18 +53,108 @@ def complete_records(out: Path) -> dict[str, dict]:
     return recs
 
 
-def test_failures_are_recorded_and_resume_skips_done(toy_ckpt, tmp_path):
+def test_failures_are_recorded_and_resume_skips_done(toy_ckpt, tmp_path, bad_prompts_fail):
     prompts = write_prompts(tmp_path / "p.jsonl", 4, bad=2)
     out = tmp_path / "out"
     out.mkdir()
     s = run_batch(prompts, out, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False)
-    assert len(s.done) == 3 and s.failed == ["00002-clip-number-2"] and not s.skipped
-    err = json.loads((out / "00002-clip-number-2.error.json").read_text())
-    assert "size 20x16 is not supported" in err["error"]
+    bad = "00002-clip-number-2-bad"
+    assert len(s.done) == 3 and s.failed == [bad] and not s.skipped
+    err = json.loads((out / f"{bad}.error.json").read_text())
+    assert "simulated" in err["error"] and err["line"] == 3
     seeds = {r["request"]["seed"] for r in complete_records(out).values()}
     assert seeds == {0, 1, 3}  # base seed + line index, stable across restarts
     s2 = run_batch(prompts, out, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False)
-    assert len(s2.skipped) == 3 and s2.failed == ["00002-clip-number-2"] and not s2.done
+    assert len(s2.skipped) == 3 and s2.failed == [bad] and not s2.done
+    summary = json.loads((out / "summary.rank0.json").read_text())
+    assert summary["skipped"] == s2.skipped and summary["busy"] == []
+    assert not [p.name for p in out.iterdir() if ".vidcore-" in p.name]  # no temp or lock file left
+
+
+def test_every_line_is_resolved_before_any_weights_load(toy_ckpt, tmp_path, monkeypatch):
+    import vidcore.pipeline
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("weights loaded before the prompts were checked")
+
+    monkeypatch.setattr(vidcore.pipeline, "load", no_load)
+    out = tmp_path / "out"
+    out.mkdir()
+    for line3, message in [({"size": "20x16"}, "size 20x16 is not supported"),
+                           ({"steps": "two"}, "steps"),
+                           ({"sampler": "nope"}, "unknown sampler 'nope'"),
+                           ({"image": str(tmp_path / "missing.png")}, "image"),
+                           ({"backend": "other"}, "asks for backend 'other'")]:
+        lines = [{"prompt": "a", "steps": 2}, {"prompt": "b"}, {"prompt": "c", **line3}]
+        prompts = tmp_path / "p.jsonl"
+        prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+        with pytest.raises(VidcoreError) as info:
+            run_batch(prompts, out, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False)
+        text = str(info.value)
+        assert text.startswith("p.jsonl line 3") and message in text and "\n" not in text, text
+        assert not list(out.iterdir())
+
+
+@pytest.mark.parametrize("name, message", [
+    ("/tmp/abs", "path separator"),
+    ("../important", "path separator"),
+    ("sub/clip", "path separator"),
+    ("a\\b", "path separator"),
+    ("..", "path separator"),
+    (".hidden", "starts with a dot"),
+    ("nul\u0000byte", "control character"),
+    ("new\nline", "control character"),
+    ("x" * 300, "bytes; at most 226 fit"),
+    ("é" * 114, "bytes; at most 226 fit"),  # 228 bytes in UTF-8
+    ("a:b", "Windows"),
+    ("CON", "reserved device name"),
+    ("trailing.", "ends with a space or a dot"),
+    ("clip.vidcore-part", "reserves for its temporary files"),
+    ("summary.rank0", "collide with the batch's own files"),
+    ("x.error", "collide with the batch's own files"),
+    ("", "is empty"),
+])
+def test_names_must_be_plain_file_names(tmp_path, name, message):
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "ok", "name": "fine"}) + "\n" + json.dumps({"prompt": "a", "name": name}))
+    with pytest.raises(InvalidRequestError, match="p.jsonl line 2") as info:
+        read_jobs(p, out_dir=tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_longest_allowed_name_writes_all_its_files(tmp_path):
+    from vidcore.fileio import claim, write_json_atomic
+
+    name = "n" * 226
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "a", "name": name}))
+    (job,) = read_jobs(p, out_dir=tmp_path)
+    mp4 = job.output(tmp_path)
+    with claim(mp4) as c:  # the lock file, and the temp name of the longest file beside the video
+        write_json_atomic(tmp_path / f"{name}.error.json", {}, claim=c)
+    assert sorted(q.name for q in tmp_path.iterdir()) == sorted(["p.jsonl", f"{name}.error.json"])
+
+
+def test_names_outside_the_output_folder_touch_nothing(toy_ckpt, tmp_path):
+    important = tmp_path / "important.mp4"
+    important.write_bytes(b"precious")  # a video without a complete record: the old clean-up deleted it
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("../important", str(important.with_suffix(""))):
+        p = tmp_path / "p.jsonl"
+        p.write_text(json.dumps({"prompt": "a", "steps": 2, "name": name}) + "\n")
+        with pytest.raises(InvalidRequestError, match="p.jsonl line 1: output name .* contains a path separator"):
+            run_batch(p, out, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False)
+    assert important.read_bytes() == b"precious"
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["important.mp4", "out", "p.jsonl", "toy-ckpt"]
+    assert not list(out.iterdir())
+
+
+def test_names_differing_only_in_case_are_refused(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"prompt": "a", "name": "Clip"}) + "\n" + json.dumps({"prompt": "b", "name": "clip"}))
+    with pytest.raises(InvalidRequestError, match="line 2: output name differs only in case from 'Clip' \\(line 1\\)"):
+        read_jobs(p)
 
 
 def test_ranks_share_the_work_without_overlap(toy_ckpt, tmp_path, monkeypatch):
@@ -121,7 +224,7 @@ def test_sigterm_midway_then_restart_does_each_prompt_exactly_once(toy_ckpt, tmp
     assert proc.returncode != 0
     first = complete_records(out)
     assert 2 <= len(first) < n
-    assert not list(out.glob(".*.part*"))  # no partial file
+    assert not [p.name for p in out.iterdir() if ".vidcore-part" in p.name]  # no partial file
     assert all((out / f"{name}.json").exists() for name in (p.stem for p in out.glob("*.mp4")))
     stamps = {name: (out / f"{name}.mp4").stat().st_mtime_ns for name in first}
 
@@ -132,3 +235,4 @@ def test_sigterm_midway_then_restart_does_each_prompt_exactly_once(toy_ckpt, tmp
     final = complete_records(out)
     assert len(final) == n and len(list(out.glob("*.mp4"))) == n
     assert all((out / f"{name}.mp4").stat().st_mtime_ns == stamps[name] for name in first)  # not redone
+    assert not [p.name for p in out.iterdir() if ".vidcore-" in p.name]  # no temp or lock file left

@@ -40,3 +40,11 @@ class OfflineError(CheckpointError):
 
 class Cancelled(Exception):
     """Raised by a step callback to stop a run; nothing is written."""
+
+
+class OutputError(VidcoreError):
+    """An output that cannot be written: a read-only or full disk, permissions, a folder in the way."""
+
+
+class OutputBusyError(VidcoreError):
+    """An output another live vidcore process is writing (it holds the output's claim)."""

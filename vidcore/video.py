@@ -1,7 +1,23 @@
 """Video and image files through PyAV, frames as uint8 (T, H, W, 3) tensors.
 
-mp4 output is H.264 in yuv420p (what every player accepts), which needs even
-width and height. Writes are atomic (`vidcore.fileio`).
+Default mp4 output is H.264 in yuv420p at crf 18: what every player and
+browser plays, and *not exact*. It needs even width and height, stores colour
+(chroma) at a quarter of the resolution (half in each direction), rounds each
+pixel through the RGB to YUV conversion, and crf 18 is "visually lossless"
+compression, not lossless; even ``crf=0`` (lossless in YUV) gives back
+different RGB. Decoded pixels typically differ by a few levels and by far more
+at sharp colour edges.
+
+``lossless=True`` stores the RGB frames exactly: H.264 in RGB (``libx264rgb``,
+``qp 0``, High 4:4:4 profile) in mp4, any width and height; `read_video`
+returns exactly the frames written. Such files are several times larger and
+play in ffmpeg, VLC and mpv but not in most browsers. Use it when the pixels
+matter (metrics, regression tests, further processing).
+
+Encoding is deterministic: one encoder thread and ``+bitexact`` muxing (no
+library version tag, no creation time), so the same frames give a
+byte-identical file in any process on any machine with the same x264 build.
+Writes are atomic and claimed (`vidcore.fileio`).
 """
 
 from __future__ import annotations
@@ -16,8 +32,8 @@ import av
 import numpy as np
 import torch
 
-from .errors import InvalidRequestError
-from .fileio import atomic_path, check_output_path, write_json_atomic
+from .errors import InvalidRequestError, OutputError
+from .fileio import Claim, atomic_path, check_output_path, claim, remove_output, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +45,42 @@ def _as_uint8_frames(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def video_encoding(*, crf: int = 18, lossless: bool = False) -> dict[str, Any]:
+    """How `write_video` encodes, as saved in run records (``"encoding"``)."""
+    if lossless:
+        return {"format": "mp4", "codec": "libx264rgb", "pix_fmt": "rgb24", "qp": 0, "crf": None, "lossless": True}
+    return {"format": "mp4", "codec": "libx264", "pix_fmt": "yuv420p", "crf": int(crf), "lossless": False}
+
+
 def write_video(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *, crf: int = 18,
-                overwrite: bool = False) -> Path:
-    """Encode frames as H.264 mp4 (yuv420p) atomically; ``crf`` 0 is lossless, 18 visually lossless."""
+                lossless: bool = False, overwrite: bool = False, claim: Claim | None = None) -> Path:
+    """Encode frames as mp4 atomically and deterministically: H.264 yuv420p at ``crf``, or exact RGB (``lossless``)."""
     arr = _as_uint8_frames(frames)
     _, h, w, _ = arr.shape
-    if h % 2 or w % 2:
-        raise InvalidRequestError(f"H.264 needs even width and height; got {w}x{h}")
-    with atomic_path(path, overwrite=overwrite) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-            stream.options = {"crf": str(int(crf))}
-            for frame in arr:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    enc = video_encoding(crf=crf, lossless=lossless)
+    if not lossless and (h % 2 or w % 2):
+        raise InvalidRequestError(f"H.264 in yuv420p needs even width and height; got {w}x{h} (lossless RGB "
+                                  "takes any size)")
+    if not 0 <= int(crf) <= 51:
+        raise InvalidRequestError(f"crf {crf} is out of range; use 0 to 51 (18 is visually lossless)")
+    # one thread: x264's output depends on its thread count, which otherwise follows the CPUs it sees
+    options = {"threads": "1", "qp": "0"} if lossless else {"threads": "1", "crf": str(int(crf))}
+    with atomic_path(path, overwrite=overwrite, claim=claim) as tmp:
+        try:
+            with av.open(str(tmp), mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+                stream = container.add_stream(enc["codec"], rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height, stream.pix_fmt = w, h, enc["pix_fmt"]
+                stream.thread_count = 1
+                stream.options = options
+                for frame in arr:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                        container.mux(packet)
+                for packet in stream.encode():
                     container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+        except OSError:
+            raise  # atomic_path names the file and the reason
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"cannot encode {str(path)!r} with {enc['codec']}: {exc}") from None
     return Path(path)
 
 
@@ -120,16 +155,28 @@ class Video:
     fps: float
     record: dict[str, Any] | None = field(default=None, repr=False)
 
-    def save(self, path: str | Path, *, overwrite: bool = False, crf: int = 18, record: bool = True) -> Path:
-        """Write the mp4 and, beside it, the run record (``<name>.json``) needed to reproduce it."""
+    def save(self, path: str | Path, *, overwrite: bool = False, crf: int = 18, lossless: bool = False,
+             record: bool = True) -> Path:
+        """Write the mp4 and, beside it, the run record (``<name>.json``) needed to reproduce it.
+
+        Both are written under one claim on the mp4 (`vidcore.fileio.claim`,
+        re-entrant, so a caller may already hold it). With ``overwrite`` the
+        old record goes first, so a complete record always describes the video
+        beside it. The record says how the video was encoded (``"encoding"``).
+        """
         out = check_output_path(path, suffix=".mp4", overwrite=overwrite)
         rec_path = record_path(out)
-        if record and self.record is not None and rec_path.exists() and not overwrite:
-            raise InvalidRequestError(f"{str(rec_path)!r} already exists; pass --overwrite or choose another --out")
-        write_video(out, self.frames, self.fps, crf=crf, overwrite=overwrite)
-        if record and self.record is not None:
-            data = dict(self.record, output=out.name, complete=True)
-            write_json_atomic(rec_path, data, overwrite=overwrite)
+        with claim(out) as c:
+            if record and self.record is not None and rec_path.exists() and not overwrite:
+                raise InvalidRequestError(f"{str(rec_path)!r} already exists; pass --overwrite or choose another "
+                                          "--out")
+            if overwrite:
+                remove_output(rec_path)
+            write_video(out, self.frames, self.fps, crf=crf, lossless=lossless, overwrite=overwrite, claim=c)
+            if record and self.record is not None:
+                data = dict(self.record, output=out.name, encoding=video_encoding(crf=crf, lossless=lossless),
+                            complete=True)
+                write_json_atomic(rec_path, data, overwrite=overwrite, claim=c)
         log.info("wrote %s (%d frames, %sx%s, %.3g fps)", out, *self.frames.shape[:3], self.fps)
         return out
 
