@@ -116,9 +116,9 @@ def check_output_path(path: str | Path, *, suffix: str | None = None, overwrite:
         raise InvalidRequestError(f"output folder {str(parent)!r} does not exist; create it first")
     if not parent.is_dir():
         raise InvalidRequestError(f"output folder {str(parent)!r} is a file, not a folder; choose another --out")
+    check_name(p.name, parent)  # first: stat() of a name too long raises
     if p.is_dir():
         raise OutputError(f"output {str(p)!r} is a folder; give a file name, e.g. --out {str(p / 'video.mp4')!r}")
-    check_name(p.name, parent)
     try:
         path_max = int(os.pathconf(parent, "PC_PATH_MAX"))
     except (OSError, ValueError, AttributeError):
