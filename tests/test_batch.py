@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vidcore.batch import read_jobs, run_batch
 from vidcore.errors import InvalidRequestError, VidcoreError
@@ -236,3 +238,25 @@ def test_sigterm_midway_then_restart_does_each_prompt_exactly_once(toy_ckpt, tmp
     assert len(final) == n and len(list(out.glob("*.mp4"))) == n
     assert all((out / f"{name}.mp4").stat().st_mtime_ns == stamps[name] for name in first)  # not redone
     assert not [p.name for p in out.iterdir() if ".vidcore-" in p.name]  # no temp or lock file left
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.text(alphabet="./\\\x00 :ab", max_size=12))
+def test_an_accepted_name_never_leaves_the_output_folder(name):
+    from vidcore.batch import Job, name_problem
+    from vidcore.fileio import Claim, check_name
+
+    out = Path("/srv/out")
+    if name_problem(name) is not None:
+        return
+    try:
+        check_name(name, out, extra=len(".mp4"))
+    except InvalidRequestError:
+        return
+    mp4 = Job(0, name, {}).output(out)
+    c = Claim(mp4)
+    files = [mp4, out / f"{name}.json", out / f"{name}.error.json", c.lock, c.temp(),
+             c.temp(out / f"{name}.json"), c.temp(out / f"{name}.error.json")]
+    for p in files:
+        assert os.path.dirname(os.path.normpath(p)) == str(out), p
+        assert "\x00" not in str(p) and len(os.fsencode(p.name)) <= 255
