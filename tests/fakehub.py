@@ -8,9 +8,11 @@ Hugging Face Hub protocol ``huggingface_hub.snapshot_download`` (2.x) uses:
 - ``HEAD|GET /{repo}/resolve/{rev}/{path}``: file metadata (``ETag``,
   ``X-Repo-Commit``, ``Content-Length``) and bytes, with ``Range`` support.
 
-It serves a folder per repository, logs every request, and can drop a
-connection part-way through a file (``drop``) or fail a file (``fail``) to
-test resumption. Point huggingface_hub at it with `hub_env` (sets
+It serves a folder per repository, logs every request (with the bytes of a
+file it sent: ``sent``), and can drop a connection part-way through a file
+(``drop``), stall part-way through one until released (``stall``: the client
+sees a live but silent server, so a test can kill it mid-file at a known
+point), or fail a file (``fail``) to test resumption. Point huggingface_hub at it with `hub_env` (sets
 ``HF_ENDPOINT``, a private cache and ``HF_HUB_OFFLINE=0``; vidcore.hub reads
 them at call time), so no test ever reaches the network.
 """
@@ -193,6 +195,9 @@ class FakeHub:
         self.requests: list[dict[str, Any]] = []
         self.drop: dict[str, int] = {}  # path in repo -> byte offset at which the next GET is cut (once)
         self.fail: set[str] = set()  # paths in repo whose HEAD/GET answer 403 (not retried by the client)
+        self.stall: dict[str, int] = {}  # path in repo -> file offset at which GETs stop sending until released
+        self.stalled = threading.Event()  # set when a GET has reached its stall offset
+        self.release = threading.Event()  # set to let stalled GETs hang up (also on stop)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -252,7 +257,12 @@ class FakeHub:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
+    def sent(self, path: str) -> int:
+        """Bytes of ``path`` sent over all GETs so far."""
+        return sum(r.get("sent", 0) for r in self.gets(path))
+
     def stop(self) -> None:
+        self.release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -314,31 +324,41 @@ class FakeHub:
         data = files[rel].read_bytes()
         headers = {"ETag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Repo-Commit": commit,
                    "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        start = 0
+        start, end = 0, len(data) - 1
+        status = 200
         rng = h.headers.get("Range")
         if rng and not head:
             rm = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
             if rm:
                 start = int(rm.group(1))
-                end = int(rm.group(2)) if rm.group(2) else len(data) - 1
-                body = data[start:end + 1]
-                headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
-                headers["Content-Length"] = len(body)
-                return self._send(h, 206, body, headers)
-        headers["Content-Length"] = len(data)
+                end = min(int(rm.group(2)), end) if rm.group(2) else end
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+        body = data[start:end + 1]
+        headers["Content-Length"] = len(body) if status == 206 else len(data)
         if head:
             return self._send(h, 200, b"", headers, head=True)
         with self._lock:
-            cut = self.drop.pop(rel, None)
-        if cut is None:
-            return self._send(h, 200, data, headers)
-        # announce the whole file, send part of it, then drop the connection
-        h.send_response(200)
+            cut = self.drop.pop(rel, None) if status == 200 else None
+        stall = self.stall.get(rel)
+        if cut is None and (stall is None or not start <= stall < end + 1):
+            entry["sent"] = len(body)
+            return self._send(h, status, body, headers)
+        # announce the whole body, send part of it, then (after a stall) drop the connection
+        part = body[:cut] if cut is not None else body[:stall - start]
+        h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, str(v))
         h.end_headers()
-        h.wfile.write(data[:cut])
-        h.wfile.flush()
+        try:
+            h.wfile.write(part)
+            h.wfile.flush()
+            entry["sent"] = len(part)
+            if cut is None:
+                self.stalled.set()
+                self.release.wait(60)
+        except OSError:  # the client went away (was killed) while we were sending
+            pass
         h.close_connection = True
         try:
             import socket

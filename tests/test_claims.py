@@ -113,12 +113,14 @@ def test_the_lock_file_removal_race(tmp_path):
             got["old"] = os.fstat(held.fd).st_ino == old_inode
 
     old_inode = os.fstat(fd).st_ino
+    keep = os.open(lock, os.O_RDONLY)  # pins the old inode: a freed number may be reused by the new file
     t = threading.Thread(target=waiter)
     t.start()
     time.sleep(0.3)
     os.unlink(lock)  # the holder gives it back: unlink, then close
     os.close(fd)
     t.join(10)
+    os.close(keep)
     assert got == {"same": True, "old": False}
     assert not lock.exists()
 

@@ -5,8 +5,23 @@ is the user's: the standard cache (``HF_HOME``/``HF_HUB_CACHE``) or a plain
 folder (``--dir``), ``allow_patterns`` taken from the backend's layout (so only
 the files the backend needs are fetched), files already complete are never
 fetched again, and a connection dropped mid-file is resumed with an HTTP Range
-request. We never pass ``force_download`` and never clean partial state, so a
-re-run of the same command picks up where the last one stopped.
+request. We never pass ``force_download``.
+
+Resuming across processes is ours: huggingface_hub (since 1.x) downloads each
+file into a per-process ``<name>.<random>.incomplete`` file, truncated when it
+opens and deleted when a download fails, so a run that was killed leaves that
+file behind and the next run starts from byte 0. During `download`,
+`_resumable_downloads` swaps in a writer that keeps the partial file under one
+name per file version (``blobs/<etag>.incomplete`` in the cache,
+``.cache/huggingface/download/<hash>.<etag>.incomplete`` in a ``--dir``), keeps
+it when a download fails, and resumes it with a Range request; it first adopts
+(renames) the largest partial file a killed process left under the random name
+and deletes the others. All of it happens under huggingface_hub's own per-file
+lock, which a live downloader of the same file holds, so no live process's file
+is touched. A resumed file is checked against its ETag (the sha256 of an LFS
+file, the git blob sha1 of others) and fetched again from the start if it does
+not match. Files that go through Xet storage (``hf_xet`` installed) are left to
+huggingface_hub, whose Xet chunk cache makes a re-run cheap anyway.
 
 ``HF_ENDPOINT``, ``HF_HUB_CACHE``/``HF_HOME`` and ``HF_HUB_OFFLINE`` are read at
 call time (huggingface_hub itself reads them once, at import), so a notebook
@@ -15,12 +30,17 @@ that sets them after ``import vidcore`` is honoured too.
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import inspect
 import logging
 import os
-from collections.abc import Iterator
+import re
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .checkpoints import find_component_files
 from .errors import CheckpointError, OfflineError
@@ -133,6 +153,135 @@ def _offline_error(backend: Backend, where: str, missing: list[str], dir: Path |
                         f"`{download_command(backend, dir)}`{why}")
 
 
+# -- resuming across processes ----------------------------------------------------------------
+_HF_WRITER_ARGS = {"incomplete_path", "destination_path", "url_to_download", "headers", "expected_size", "filename",
+                   "force_download", "etag", "xet_file_data", "tqdm_class"}
+_patch_lock = threading.Lock()
+_patch_users = 0
+_hf_writer: Callable[..., None] | None = None  # huggingface_hub's own writer, once ours has replaced it
+
+
+def _hf_file_download() -> Any:
+    """huggingface_hub's file_download module if its writer is the one we know how to replace, else None."""
+    from huggingface_hub import file_download as fd
+
+    writer = getattr(fd, "_download_to_tmp_and_move", None)
+    if writer is _resuming_writer:
+        return fd
+    try:
+        params = set(inspect.signature(writer).parameters) if callable(writer) else set()
+    except (TypeError, ValueError):
+        params = set()
+    return fd if params == _HF_WRITER_ARGS and callable(getattr(fd, "http_get", None)) else None
+
+
+@contextmanager
+def _resumable_downloads() -> Iterator[None]:
+    """While active, huggingface_hub keeps and resumes partial files across processes (see the module doc)."""
+    global _patch_users, _hf_writer
+    fd = _hf_file_download()
+    if fd is None:
+        log.warning("this huggingface_hub version writes downloads in a way vidcore does not know: a download "
+                    "interrupted by a killed process will restart from zero")
+        yield
+        return
+    with _patch_lock:
+        if _patch_users == 0:
+            if fd._download_to_tmp_and_move is not _resuming_writer:
+                _hf_writer = fd._download_to_tmp_and_move
+            fd._download_to_tmp_and_move = _resuming_writer
+        _patch_users += 1
+    try:
+        yield
+    finally:
+        with _patch_lock:
+            _patch_users -= 1
+            if _patch_users == 0:
+                fd._download_to_tmp_and_move = _hf_writer
+
+
+def _resuming_writer(*args: Any, **kw: Any) -> None:
+    """Stands in for huggingface_hub's ``_download_to_tmp_and_move``, which it calls holding this file's lock."""
+    from huggingface_hub import file_download as fd
+
+    assert _hf_writer is not None
+    xet = kw.get("xet_file_data") is not None and getattr(fd, "is_xet_available", lambda: False)()
+    if args or set(kw) != _HF_WRITER_ARGS or kw["force_download"] or xet:
+        return _hf_writer(*args, **kw)
+    destination, size = Path(kw["destination_path"]), kw["expected_size"]
+    if destination.exists():
+        return None
+    partial = Path(kw["incomplete_path"])  # one name per file version: the etag is part of it
+    _adopt_orphans(partial)
+    for attempt in ("resume", "from the start"):
+        resume = partial.stat().st_size if partial.is_file() else 0
+        if size is not None and resume > size:
+            partial.unlink()
+            resume = 0
+        if resume:
+            log.info("resuming %s at byte %d", kw["filename"], resume)
+        check_space = getattr(fd, "_check_disk_space", None)
+        if size is not None and callable(check_space):  # warns when the disk looks too small
+            check_space(size - resume, partial.parent)
+        with partial.open("ab") as f:
+            fd.http_get(kw["url_to_download"], f, resume_size=resume, headers=kw["headers"], expected_size=size,
+                        tqdm_class=kw["tqdm_class"])
+        if not resume or attempt != "resume" or _matches_etag(partial, kw["etag"]):
+            break
+        log.warning("%s: the resumed file does not match its checksum; downloading it again from the start",
+                    kw["filename"])
+        partial.unlink()
+    getattr(fd, "_chmod_and_move", os.replace)(partial, destination)
+    return None
+
+
+def _adopt_orphans(partial: Path) -> None:
+    """Take over what killed huggingface_hub processes left as ``<stem>.<8 hex>.incomplete``: keep the largest."""
+    pattern = re.compile(re.escape(partial.stem) + r"\.[0-9a-f]{8}\.incomplete")
+    try:
+        orphans = sorted((p for p in partial.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file()),
+                         key=lambda p: p.stat().st_size)
+    except FileNotFoundError:
+        return
+    if orphans and orphans[-1].stat().st_size > (partial.stat().st_size if partial.is_file() else 0):
+        os.replace(orphans.pop(), partial)
+    for p in orphans:
+        p.unlink(missing_ok=True)
+
+
+def _matches_etag(path: Path, etag: str | None) -> bool:
+    """Whether the file's content hashes to its ETag (True when the ETag is not a content hash)."""
+    etag = (etag or "").strip('"').lower()
+    if re.fullmatch(r"[0-9a-f]{64}", etag):  # an LFS file: its sha256
+        h = hashlib.sha256()
+    elif re.fullmatch(r"[0-9a-f]{40}", etag):  # a git blob: sha1 of "blob <size>\0" + content
+        h = hashlib.sha1(b"blob %d\0" % path.stat().st_size, usedforsecurity=False)
+    else:
+        return True
+    with path.open("rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest() == etag
+
+
+# -- errors of the local disk ------------------------------------------------------------------
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG, errno.ELOOP}
+
+
+def _disk_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) and not isinstance(e, ConnectionError) and e.errno in _DISK_ERRNOS
+
+
+def _disk_problem(e: OSError, rerun: str) -> str:
+    what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{what}; free some disk space, then run `{rerun}` again to resume"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{what}; make the folder writable or choose another --dir"
+    return f"{what}; choose another --dir"
+
+
 def download(backend: Backend, dir: Path | None = None, *, revision: str | None = None) -> Path:
     """Fetch exactly the backend's files into ``dir`` (or the standard HF cache) and return the folder.
 
@@ -156,14 +305,20 @@ def download(backend: Backend, dir: Path | None = None, *, revision: str | None 
         "endpoint": os.environ.get("HF_ENDPOINT") or None,
     }
     if local_dir is not None:
-        local_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            local_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            if not local_dir.is_dir() and local_dir.exists():
+                raise CheckpointError(f"--dir {local_dir} is a file, not a folder; choose another --dir") from None
+            raise CheckpointError(f"cannot create the download folder {local_dir}: "
+                                  f"{_disk_problem(e, download_command(backend, local_dir))}") from None
         kwargs["local_dir"] = str(local_dir)
     where = str(local_dir) if local_dir is not None else f"the Hugging Face cache ({cache_dir()})"
     if offline():
         return _local(backend, kwargs, where, local_dir)
     log.info("downloading %s from %s (%s)", backend.name, layout.repo_id, ", ".join(layout.allow_patterns))
     try:
-        with _hub_offline_as_env():
+        with _hub_offline_as_env(), _resumable_downloads():
             path = Path(snapshot_download(**kwargs))
     except (GatedRepoError, RepositoryNotFoundError) as e:
         raise CheckpointError(f"hub repository {layout.repo_id!r} is not accessible ({_one_line(e)}); gated "
@@ -171,6 +326,9 @@ def download(backend: Backend, dir: Path | None = None, *, revision: str | None 
     except RevisionNotFoundError:
         raise CheckpointError(f"hub repository {layout.repo_id!r} has no revision {kwargs['revision']!r}") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, *_network_errors()) as e:
+        if _disk_error(e):
+            raise CheckpointError(f"cannot write the download of {layout.repo_id} to {where}: "
+                                  f"{_disk_problem(e, download_command(backend, local_dir))}") from None
         folder = local_dir or _snapshot_guess(layout, kwargs["revision"])
         missing = missing_files(backend, folder, local_dir=local_dir) if folder else list(layout.allow_patterns)
         raise OfflineError(f"download of {layout.repo_id} failed ({_one_line(e)}); {where} still lacks "
