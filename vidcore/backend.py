@@ -240,6 +240,24 @@ class Backend:
         """Latents to video frames: uint8 (B, T, H, W, 3); ``conditions`` as for `initial_noise`."""
         raise NotImplementedError(f"{type(self).__name__} must implement Backend.decode")
 
+    # -- benchmarking (optional; `vidcore bench` and bench/gpu use them) ------------------------
+    def bench_conditions(self, request: Any, device: torch.device, dtype: torch.dtype) -> Conditions | None:
+        """Random conditions shaped as `encode` would return them, without encoders or tokenizers.
+
+        A full-size benchmark then needs no text-encoder weights (gigabytes of them) and no
+        tokenizer files; None (the default) means the backend cannot be benchmarked that way.
+        """
+        return None
+
+    def reference_denoiser(self, component: str, module: Any, device: torch.device,
+                           dtype: torch.dtype) -> Callable[..., torch.Tensor] | None:
+        """Another implementation of ``component`` (e.g. diffusers') holding ``module``'s weights,
+        called like the expert's ``network(x, t, **cond)``; None when there is none installed.
+
+        `vidcore bench --vs diffusers` times it against ours on the same weights and inputs.
+        """
+        return None
+
     def weight_sources(self) -> dict[str, Any]:
         """For `vidcore backends --json`: where the weights come from."""
         if self.layout is None:

@@ -286,6 +286,17 @@ class HunyuanBackend(Backend):
     def experts(self, components: Components, req: Any) -> list[Expert]:
         return [Expert("denoiser", "denoiser", _network(components["denoiser"]), "flow", 0.0)]
 
+    # -- benchmarking ----------------------------------------------------------------------------
+    def bench_conditions(self, req: Any, device: torch.device, dtype: torch.dtype) -> Conditions:
+        from . import bench
+
+        return bench.conditions(self.spec, req, self.latent_shape(req), device, dtype)
+
+    def reference_denoiser(self, component: str, module: Any, device: torch.device, dtype: torch.dtype):
+        from . import bench
+
+        return bench.diffusers_reference(self.spec.dit, module, device, dtype)
+
     def decode(self, components: Components, latents: torch.Tensor, req: Any,
                conditions: Conditions | None = None) -> torch.Tensor:
         vae = components["vae"]
