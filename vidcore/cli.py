@@ -62,13 +62,17 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import contextlib
+
     from .distributed import init_from_args
-    from .fileio import check_output_path
+    from .errors import InvalidRequestError
+    from .fileio import check_output_path, claim
     from .memory import get_policy
     from .pipeline import load
     from .plugins import backends, get_backend
     from .records import read_record, replay_settings
     from .request import check_fits, check_schedule_fits_model, load_inputs, parse_device, parse_dtype, resolve
+    from .video import record_path
 
     memory, dtype = args.memory, args.dtype
     loras = [_parse_lora(spec) for spec in (args.lora or [])]
@@ -105,20 +109,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     par = init_from_args(args, backend)  # torchrun: checks --ulysses/--ring/--cfg-parallel; None on one process
     if par is not None:
         req = par.same_request(req)  # every rank uses rank 0's seed
-    pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else device)
-    for path, scale, mode in loras:
-        pipe.load_lora(path, scale=scale, mode=mode)
-    try:
-        if par is not None:
-            par.prepare(pipe)
-        writer = par is None or par.is_writer
-        video = pipe.run(req, inputs, progress=False if args.quiet or not writer else None)
-        if writer:
-            _out(str(video.save(out, overwrite=args.overwrite)))
-    finally:
-        pipe.close()
-        if par is not None:
-            par.close()
+    writer = par is None or par.is_writer
+    with claim(out) if writer else contextlib.nullcontext():  # busy: one line, before the weights load
+        if writer:  # under the claim: another run may have finished this output since the first check
+            check_output_path(out, suffix=".mp4", overwrite=args.overwrite)
+            if record_path(out).exists() and not args.overwrite:
+                raise InvalidRequestError(f"{str(record_path(out))!r} already exists; pass --overwrite to replace "
+                                          "it or choose another --out")
+        pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else device)
+        for path, scale, mode in loras:
+            pipe.load_lora(path, scale=scale, mode=mode)
+        try:
+            if par is not None:
+                par.prepare(pipe)
+            video = pipe.run(req, inputs, progress=False if args.quiet or not writer else None)
+            if writer:
+                _out(str(video.save(out, overwrite=args.overwrite, lossless=args.lossless)))
+        finally:
+            pipe.close()
+            if par is not None:
+                par.close()
     return 0
 
 
@@ -317,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available)")
     p.add_argument("--out", metavar="PATH.mp4")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--lossless", action="store_true",
+                   help="store the frames exactly (H.264 RGB, qp 0; several times larger, plays in ffmpeg/VLC/mpv, "
+                        "not most browsers); the default, H.264 yuv420p at crf 18, keeps colour at half the width "
+                        "and height and is visually lossless, not exact (pixels differ by a few levels, more at sharp "
+                        "colour edges)")
     p.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help="apply a LoRA file (repeatable)")
     p.add_argument("--from-record", metavar="RUN.json", help="reproduce the run a record describes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -98,12 +98,20 @@ def check_writable(folder: str | Path) -> Path:
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         os.unlink(probe)
-    except FileNotFoundError:
-        raise InvalidRequestError(f"output folder {str(d)!r} does not exist; create it first") from None
+    except FileNotFoundError as exc:
+        raise _missing_folder(d, exc) from None
     except OSError as exc:
         raise OutputError(f"cannot write to folder {str(d)!r} ({_why(exc)}); choose another --out or fix its "
                           "permissions") from None
     return d
+
+
+def _missing_folder(folder: Path, exc: OSError) -> OutputError | InvalidRequestError:
+    """ENOENT on creating a file: the folder is gone, or it is a virtual one that takes no files (/proc)."""
+    if folder.is_dir():
+        return OutputError(f"cannot create files in folder {str(folder)!r} ({_why(exc)}); it takes no new "
+                           "files (a virtual file system like /proc); choose another --out")
+    return InvalidRequestError(f"output folder {str(folder)!r} does not exist; create it first")
 
 
 def check_output_path(path: str | Path, *, suffix: str | None = None, overwrite: bool = False) -> Path:
@@ -229,8 +237,8 @@ def _open_lock(c: Claim) -> tuple[int, bool]:
             return os.open(c.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666), False
         except PermissionError:  # another user's lock file: a read-only descriptor locks as well
             return os.open(c.lock, os.O_RDONLY | os.O_CLOEXEC), True
-    except FileNotFoundError:
-        raise InvalidRequestError(f"output folder {str(folder)!r} does not exist; create it first") from None
+    except FileNotFoundError as exc:
+        raise _missing_folder(folder, exc) from None
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
             raise InvalidRequestError(f"output name {c.path.name[:40]!r}... is too long for the file system; "
