@@ -31,9 +31,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-STAGES = ["kernels", "attention", "noise", "wan", "presets", "hunyuan", "e2e"]
+STAGES = ["kernels", "attention", "noise", "wan", "presets", "hunyuan", "e2e"]  # "sweep" runs when named
 # rough seconds each stage needs on an H200 (the parent skips a stage it cannot fit)
-NEEDS = {"kernels": 25, "attention": 25, "noise": 10, "wan": 80, "presets": 120, "hunyuan": 70, "e2e": 90}
+NEEDS = {"sweep": 30, "kernels": 25, "attention": 25, "noise": 10, "wan": 80, "presets": 120, "hunyuan": 70, "e2e": 90}
 PRESETS = ["resident", "stream", "low-vram", "fp8", "offload"]
 
 
@@ -90,12 +90,12 @@ def setup(tiny: bool):
 # stages: each returns a dict merged into the run's JSON
 # ---------------------------------------------------------------------------------------------------------
 def stage_kernels(tiny: bool) -> dict[str, Any]:
+    if tiny:
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
     torch, device, dtype = setup(tiny)
     from vidcore.kernels import benchmark as bm
     from vidcore.kernels import reference as ref
 
-    if tiny:
-        os.environ["TRITON_INTERPRET"] = "1"
     L, C, H = (64, 64, 2) if tiny else (75600, 5120, 40)
     grid = (2, 4, 8) if tiny else (21, 45, 80)
     copy = bm.copy_bandwidth(device)
@@ -152,6 +152,53 @@ def stage_kernels(tiny: bool) -> dict[str, Any]:
         rows.append(row)
         flush({"kernels": rows, "copy_gbps": copy / 1e9})
     return {"kernels": rows, "copy_gbps": copy / 1e9}
+
+
+def stage_sweep(tiny: bool) -> dict[str, Any]:
+    """Launch configurations of the kernels below their goal, timed at the same shapes (picks defaults)."""
+    if tiny:
+        os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+    torch, device, dtype = setup(tiny)
+    from vidcore.kernels import benchmark as bm
+    from vidcore.kernels import reference as ref
+    from vidcore.kernels import triton_norm_modulate as tn
+    from vidcore.kernels import triton_rope_apply as tr
+
+    L, C, H, hd = (64, 64, 2, 32) if tiny else (75600, 5120, 40, 128)
+    grid, dims = ((2, 4, 8), (12, 10, 10)) if tiny else ((21, 45, 80), (44, 42, 42))
+    copy = bm.copy_bandwidth(device)
+    x = torch.randn(1, L, C, device=device, dtype=dtype)
+    shift, scale = torch.randn(1, 1, C, device=device), torch.randn(1, 1, C, device=device)
+    cos, sin = ref.rope_freqs_3d(dims, grid, dtype=torch.float32, device=device)
+    cos, sin = cos[:, None], sin[:, None]
+    q = torch.randn(1, grid[0] * grid[1] * grid[2], H, hd, device=device, dtype=dtype)
+    plans = [
+        ("norm_modulate[layer]", tn.TUNE, [(1, 4), (1, 8), (1, 16), (1, 32), (2, 8), (2, 16), (4, 16), (4, 32)],
+         lambda: tn.norm_modulate(x, shift, scale, kind="layer", out_dtype=dtype),
+         lambda: ref.norm_modulate(x, shift, scale, kind="layer", out_dtype=dtype), 2 * x.numel() * x.element_size()),
+        ("rope_apply", tr.TUNE, [(8, 4), (16, 4), (32, 4), (64, 4), (32, 8), (64, 8), (128, 8)],
+         lambda: tr.rope_apply(q, cos, sin), lambda: ref.rope_apply(q, cos, sin),
+         2 * q.numel() * q.element_size() + 2 * cos.numel() * 4),
+    ]
+    rows: list[dict[str, Any]] = []
+    for name, tune, configs, kern, reference, nbytes in plans:
+        want = reference().float()
+        for block_r, warps in configs:
+            tune.clear()
+            tune.update(block_r=block_r, num_warps=warps)
+            row: dict[str, Any] = {"name": name, "block_r": block_r, "num_warps": warps}
+            try:
+                got = kern().float()
+                row["rel_err"] = float((got - want).norm() / want.norm())
+                t = bm.time_fn(kern, device)
+                row["ms"], row["pct_hbm"] = t.median_ms, 100 * nbytes / (t.median_ms * 1e-3) / copy
+            except Exception as exc:
+                row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            log(f"sweep {row}")
+            rows.append(row)
+            flush({"kernel_sweep": rows})
+        tune.clear()
+    return {"kernel_sweep": rows}
 
 
 def stage_attention(tiny: bool) -> dict[str, Any]:
@@ -419,6 +466,13 @@ def table(res: dict[str, Any]) -> str:
             err = r.get("rel_err_bf16", r.get("rel_err_float32"))
             lines.append(f"| {r['name']} | {f(err, '.2e')} | {f(r.get('gbps'), '.0f')} | "
                          f"{f(r.get('pct_hbm'), '.1f')} | {f(r.get('speedup_vs_torch'), '.2f')}x |"
+                         + (f" {r['error']}" if r.get("error") else ""))
+        lines.append("")
+    if res.get("kernel_sweep"):
+        lines += ["| kernel sweep | rows/program | warps | ms | % of copy | rel err |", "|---|---|---|---|---|---|"]
+        for r in res["kernel_sweep"]:
+            lines.append(f"| {r['name']} | {r['block_r']} | {r['num_warps']} | {f(r.get('ms'), '.3f')} | "
+                         f"{f(r.get('pct_hbm'), '.1f')} | {f(r.get('rel_err'), '.1e')} |"
                          + (f" {r['error']}" if r.get("error") else ""))
         lines.append("")
     if res.get("attention"):
