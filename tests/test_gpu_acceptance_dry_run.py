@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_dry_run_runs_every_stage(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu/acceptance.py"), "--tiny", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu/acceptance.py"), "--tiny", "--out", str(out),
+                           "--stages", "sweep,kernels,attention,noise,wan,presets,hunyuan,e2e"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (res_file,) = out.glob("tiny-*.json")
@@ -22,8 +23,9 @@ def test_dry_run_runs_every_stage(tmp_path):
     for key in ("device", "date", "torch", "wan_a14b_forward", "hunyuan_forward", "kernels", "attention",
                 "memory_presets", "end_to_end", "noise_sha256"):
         assert key in res, key
-    for row in res["kernels"]:
-        assert "error" not in row and row["rel_err_float32"] < 1e-5, row
+    assert len(res["kernel_sweep"]) > 5
+    for row in res["kernels"] + res["kernel_sweep"]:
+        assert "error" not in row and row.get("rel_err_float32", row.get("rel_err")) < 1e-5, row
     for key in ("wan_a14b_forward", "hunyuan_forward"):
         (row,) = res[key]
         assert {"size", "vidcore_s", "diffusers_s", "peak_gib", "rel_diff"} <= set(row)

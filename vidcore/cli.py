@@ -1,4 +1,4 @@
-"""`vidcore` command line: backends, generate, download, inspect, verify, doctor (+ plugin commands).
+"""`vidcore` command line: backends, generate, batch, download, inspect, verify, bench, doctor (+ plugin commands).
 
 Every user error ends in one line on stderr and exit status 2, raised before
 any weights load; a traceback means a bug.
@@ -365,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("bench", help="time a backend's full-size denoiser (random weights) under memory presets")
+    from .bench import command as bench_command
+
+    bench_command.configure(p)
+    p.set_defaults(func=bench_command.run)
 
     p = sub.add_parser("doctor", help="report the environment, accelerators and plugins")
     p.add_argument("--json", action="store_true")

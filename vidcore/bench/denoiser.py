@@ -20,11 +20,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import plugins
-from ..backend import Backend, Conditions, Expert
+from ..backend import Backend, Conditions, Expert, Inputs
 from ..errors import VidcoreError
 from ..guidance import Guidance
 from ..memory import get_policy
-from ..request import Request, resolve
+from ..request import Request, check_request, resolve
 from ..sampling import Scheduler
 from .random_weights import materialise
 from .timing import peak_gib, peak_reset, sync, timed
@@ -68,6 +68,12 @@ def prepare(backend_name: str, *, device: torch.device, dtype: torch.dtype, size
     """The backend's request at ``size``/``frames`` (official defaults otherwise) with random conditions."""
     backend = plugins.get_backend(backend_name)
     req = resolve(backend, "a benchmark prompt", size=size, frames=frames, task=task)
+    check_request(backend, req)
+    resized = backend.resolve_size(req, Inputs())
+    if resized is not None:
+        req.width, req.height = resized
+    backend.sizes.check(req.width, req.height)  # the sizes and frame counts a generate run would accept
+    backend.frames.check(req.frames)
     conds = backend.bench_conditions(req, device, dtype)
     if conds is None:
         raise BenchError(f"backend {backend_name!r} cannot be benchmarked without its encoders: it does not "
