@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_dry_run_runs_every_stage(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "bench/gpu/acceptance.py"), "--tiny", "--out", str(out),
-                           "--stages", "sweep,kernels,attention,noise,wan,presets,hunyuan,e2e"],
+                           "--stages", "sweep,kernels,attention,noise,wan,presets,hunyuan,e2e,numerics"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (res_file,) = out.glob("tiny-*.json")
@@ -37,4 +37,6 @@ def test_dry_run_runs_every_stage(tmp_path):
     assert 0 < presets["fp8"]["rel_diff_vs_resident"] < 0.1
     stages = [s["stage"] for s in res["end_to_end"]["stages"]]
     assert stages[-1] == "mp4 encode" and (out / "e2e-ti2v-5b.mp4").stat().st_size > 0
+    for row in res["numerics"]:  # tiny models in fp32 on the CPU: the "bf16" runs are fp32 too
+        assert "error" not in row and row["vidcore_vs_diffusers"] < 1e-5, row
     assert (out / res_file.name.replace(".json", ".md")).read_text().startswith("## GPU acceptance run")

@@ -31,9 +31,11 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-STAGES = ["kernels", "attention", "noise", "wan", "presets", "hunyuan", "e2e"]  # "sweep" runs when named
+# the default stages, by value; "sweep" and "numerics" run only when named in --stages
+STAGES = ["kernels", "attention", "noise", "wan", "presets", "hunyuan", "e2e"]
 # rough seconds each stage needs on an H200 (the parent skips a stage it cannot fit)
-NEEDS = {"sweep": 30, "kernels": 25, "attention": 25, "noise": 10, "wan": 80, "presets": 120, "hunyuan": 70, "e2e": 90}
+NEEDS = {"numerics": 150, "sweep": 30, "kernels": 25, "attention": 25, "noise": 10, "wan": 100, "presets": 400,
+         "hunyuan": 70, "e2e": 60}
 PRESETS = ["resident", "stream", "low-vram", "fp8", "offload"]
 
 
@@ -308,6 +310,41 @@ def stage_hunyuan(tiny: bool) -> dict[str, Any]:
     return {"hunyuan_forward": _forward_rows("hunyuan_forward", "hunyuan-video-t2v", sizes, tiny)}
 
 
+def stage_numerics(tiny: bool) -> dict[str, Any]:
+    """Which bf16 implementation is closer to the truth: ours and diffusers' vs ours in float32 (no TF32),
+    all on the same weights (the bf16 weights are the float32 ones rounded)."""
+    torch, device, dtype = setup(tiny)
+    from vidcore.bench import denoiser as bd
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    size, frames = (None, None) if tiny else ("832x480", 81)
+    rows = []
+    for key, name in (("wan", "wan2.2-t2v-a14b"), ("hunyuan", "hunyuan-video-t2v")):
+        row: dict[str, Any] = {"backend": name}
+        try:
+            hsize, hframes = (None, None) if tiny else (("832x480", 81) if key == "wan" else ("960x544", 61))
+            case = bd.prepare(name, device=device, dtype=dtype, size=hsize or size, frames=hframes or frames)
+            row["size"] = f"{case.request.width}x{case.request.height}x{case.request.frames}"
+            ours = bd.measure_preset(case, "resident", step=False).output.float().cpu()
+            bd.free()
+            ref = bd.measure_reference(case).output.float().cpu()
+            bd.free()
+            case32 = bd.prepare(name, device=device, dtype=torch.float32, size=hsize or size,
+                                frames=hframes or frames)
+            gold = bd.measure_preset(case32, "resident", step=False).output.float().cpu()
+            bd.free()
+            row.update(vidcore_bf16_vs_fp32=bd.rel_diff(ours, gold), diffusers_bf16_vs_fp32=bd.rel_diff(ref, gold),
+                       vidcore_vs_diffusers=bd.rel_diff(ours, ref))
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            log(traceback.format_exc())
+        log(f"numerics {row}")
+        rows.append(row)
+        flush({"numerics": rows})
+    return {"numerics": rows}
+
+
 def stage_presets(tiny: bool) -> dict[str, Any]:
     torch, device, dtype = setup(tiny)
     from vidcore.bench import denoiser as bd
@@ -500,6 +537,14 @@ def table(res: dict[str, Any]) -> str:
             lines.append(f"| {r['preset']} | {r['size']} | {f(r.get('step_s'), '.3f')} | "
                          f"{f(r.get('ratio_vs_resident'), '.3f')}x | {f(r.get('peak_gib'), '.1f')} | "
                          f"{f(r.get('rel_diff_vs_resident'), '.2e')} |" + (f" {r['error']}" if r.get("error") else ""))
+        lines.append("")
+    if res.get("numerics"):
+        lines += ["| bf16 numerics (rel diff, same weights) | size | vidcore vs fp32 | diffusers vs fp32 | vidcore vs "
+                  "diffusers |", "|---|---|---|---|---|"]
+        for r in res["numerics"]:
+            lines.append(f"| {r['backend']} | {r.get('size', '-')} | {f(r.get('vidcore_bf16_vs_fp32'), '.2e')} | "
+                         f"{f(r.get('diffusers_bf16_vs_fp32'), '.2e')} | {f(r.get('vidcore_vs_diffusers'), '.2e')} |"
+                         + (f" {r['error']}" if r.get("error") else ""))
         lines.append("")
     e2e = res.get("end_to_end")
     if e2e:

@@ -67,7 +67,7 @@ def prepare(backend_name: str, *, device: torch.device, dtype: torch.dtype, size
             frames: int | None = None, task: str | None = None) -> Case:
     """The backend's request at ``size``/``frames`` (official defaults otherwise) with random conditions."""
     backend = plugins.get_backend(backend_name)
-    req = resolve(backend, "a benchmark prompt", size=size, frames=frames, task=task)
+    req = resolve(backend, "a benchmark prompt", size=size, frames=frames, task=task, seed=0)
     check_request(backend, req)
     resized = backend.resolve_size(req, Inputs())
     if resized is not None:

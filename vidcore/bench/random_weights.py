@@ -32,8 +32,8 @@ def materialise(module: nn.Module, device: torch.device | str, dtype: torch.dtyp
                     new.zero_()
                 elif name == "weight" and t.dim() == 1:
                     new.fill_(1.0)  # norm scales
-                else:
-                    new.normal_(0.0, std, generator=gen)
+                else:  # drawn in float32 and rounded, so every dtype gets the same weights
+                    new.copy_(torch.empty(t.shape, device=device).normal_(0.0, std, generator=gen))
                 table[name] = nn.Parameter(new, requires_grad=False) if name in mod._parameters else new
     init_non_persistent(module, device)
     return module.eval()

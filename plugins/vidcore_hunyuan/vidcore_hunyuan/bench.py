@@ -10,6 +10,7 @@ import torch
 from vidcore.backend import Conditions
 from vidcore.bench.inputs import latent, text_states
 from vidcore.bench.random_weights import parameters_on_meta
+from vidcore.bench.reference import as_loaded
 
 from .convert import to_diffusers
 from .params import DiTParams
@@ -57,7 +58,7 @@ def diffusers_reference(p: DiTParams, module: torch.nn.Module, device: torch.dev
     with parameters_on_meta():
         ref = HunyuanVideoTransformer3DModel(**diffusers_config(p, "token_replace" if p.token_replace else None))
     ref.load_state_dict(to_diffusers(module.state_dict(), p.hidden_size), strict=True, assign=True)
-    ref.to(device, dtype).eval()
+    as_loaded(ref, device, dtype)
 
     def network(x: torch.Tensor, t: torch.Tensor, *, text_states: torch.Tensor, text_mask: torch.Tensor,
                 text_states_2: torch.Tensor, guidance: torch.Tensor | None = None,

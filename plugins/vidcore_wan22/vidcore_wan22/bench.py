@@ -10,6 +10,7 @@ import torch
 from vidcore.backend import Conditions
 from vidcore.bench.inputs import latent, text_states
 from vidcore.bench.random_weights import parameters_on_meta
+from vidcore.bench.reference import as_loaded
 
 from . import keymaps
 from .configs import DiTParams
@@ -51,7 +52,7 @@ def diffusers_reference(p: DiTParams, module: WanModel, device: torch.device,
         )
     state = {keymaps.dit_to_diffusers(k): v for k, v in module.state_dict().items()}
     ref.load_state_dict(state, strict=True, assign=True)
-    ref.to(device).eval()
+    as_loaded(ref, device, dtype)
     tokens_per_frame = None
 
     def network(x: torch.Tensor, t: torch.Tensor, *, context: torch.Tensor, y: torch.Tensor | None = None,
