@@ -1,0 +1,179 @@
+"""The SQLite job store: atomic claims, fencing by attempt, the queue limit, recovery, paging, its lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from vidcore.serve.files import new_id
+from vidcore.serve.sqlite import SQLiteStore
+from vidcore.serve.store import Job, QueueFull, StoreError, open_store
+
+
+def job(model: str = "m", **kw) -> Job:
+    return Job(id=new_id(), model=model, prompt="p", request={"prompt": "p"}, size="64x64", seconds="1",
+               created_at=int(time.time()), **kw)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "jobs.sqlite3")
+    yield s
+    s.close()
+
+
+def test_jobs_survive_closing_and_reopening(tmp_path):
+    s = SQLiteStore(tmp_path / "j.db")
+    a = s.add(job(), max_queued=10)
+    s.close()
+    s = SQLiteStore(tmp_path / "j.db")
+    got = s.get(a.id)
+    s.close()
+    assert got == a
+    assert (tmp_path / "j.db").read_bytes()[:16] == b"SQLite format 3\0"
+
+
+def test_claim_takes_the_oldest_job_of_a_served_model(store):
+    a, b, c = store.add(job("x"), max_queued=10), store.add(job("y"), max_queued=10), store.add(job("y"), max_queued=10)
+    first = store.claim("w", {"y"})
+    assert (first.id, first.status, first.attempts, first.owner) == (b.id, "in_progress", 1, "w")
+    assert store.claim("w", {"y"}).id == c.id
+    assert store.claim("w", {"y"}) is None and store.claim("w", set()) is None
+    assert store.get(a.id).status == "queued"
+
+
+def test_concurrent_claims_never_share_a_job(tmp_path):
+    path = tmp_path / "j.db"
+    s = SQLiteStore(path)
+    ids = {s.add(job(), max_queued=1000).id for _ in range(60)}
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        while (j := s.claim(f"w{n}", {"m"})) is not None:
+            with lock:
+                got.append(j.id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s.close()
+    assert sorted(got) == sorted(ids)
+
+
+def test_writes_are_fenced_by_the_attempt(store):
+    a = store.add(job(), max_queued=10)
+    claimed = store.claim("w", {"m"})
+    assert store.set_progress(a.id, claimed.attempts, 40) and store.get(a.id).progress == 40
+    assert store.recover() == [a.id]  # the server died: the job goes back
+    again = store.claim("w2", {"m"})
+    assert again.attempts == 2
+    assert not store.set_progress(a.id, 1, 90)  # the stale attempt writes nothing
+    assert not store.finish(a.id, 1)
+    assert store.finish(a.id, 2)
+    assert not store.finish(a.id, 2)  # completes once
+    done = store.get(a.id)
+    assert (done.status, done.progress) == ("completed", 100) and done.completed_at
+    kinds = [e["kind"] for e in store.events(a.id)]
+    assert kinds == ["queued", "started", "recovered", "started", "completed"]
+
+
+def test_failure_keeps_its_error(store):
+    a = store.add(job(), max_queued=10)
+    store.claim("w", {"m"})
+    assert store.finish(a.id, 1, error={"code": "invalid_request", "message": "one line"})
+    got = store.get(a.id)
+    assert got.status == "failed" and got.error == {"code": "invalid_request", "message": "one line"}
+
+
+def test_requeue_keeps_the_jobs_place(store):
+    a, b = store.add(job(), max_queued=10), store.add(job(), max_queued=10)
+    store.claim("w", {"m"})
+    assert store.requeue(a.id, 1)
+    assert store.claim("w", {"m"}).id == a.id
+    assert store.get(b.id).status == "queued"
+
+
+def test_the_queue_limit_counts_waiting_jobs_only(store):
+    store.add(job(), max_queued=2)
+    store.add(job(), max_queued=2)
+    with pytest.raises(QueueFull, match=r"^the queue is full \(2 jobs waiting\); retry later$"):
+        store.add(job(), max_queued=2)
+    store.claim("w", {"m"})
+    store.add(job(), max_queued=2)  # a running job does not wait
+    assert store.counts() == {"queued": 2, "in_progress": 1, "completed": 0, "failed": 0}
+
+
+def test_delete_in_any_state(store):
+    a, b = store.add(job(), max_queued=10), store.add(job(), max_queued=10)
+    store.claim("w", {"m"})
+    assert store.delete(a.id).status == "in_progress"
+    assert store.delete(b.id).status == "queued"
+    assert store.delete(a.id) is None and store.get(a.id) is None
+    assert not store.finish(a.id, 1)  # the worker's next write fails: it knows to clean up
+    assert store.claim("w", {"m"}) is None
+
+
+def test_list_pages_in_both_orders(store):
+    ids = [store.add(job(), max_queued=100).id for _ in range(5)]
+    page, more = store.list(limit=2)
+    assert [j.id for j in page] == ids[:-3:-1] and more
+    page, more = store.list(after=page[-1].id, limit=2)
+    assert [j.id for j in page] == [ids[2], ids[1]] and more
+    page, more = store.list(after=page[-1].id, limit=2)
+    assert [j.id for j in page] == [ids[0]] and not more
+    page, more = store.list(order="asc", after=ids[1], limit=10)
+    assert [j.id for j in page] == ids[2:] and not more
+
+
+def test_a_second_server_process_is_refused_while_the_first_lives(tmp_path):
+    path = tmp_path / "j.db"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vidcore.serve.sqlite import SQLiteStore; "
+                               f"s = SQLiteStore({str(path)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match="in use by another running vidcore serve"):
+            SQLiteStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    SQLiteStore(path).close()  # a killed holder's lock is gone with it
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgresql://u:p@db/jobs", "PostgreSQL job stores are not available yet"),
+    ("mysql://x", "is not a store URL vidcore knows"),
+    ("sqlite://jobs.db", "is not a store URL vidcore knows"),
+    ("sqlite:///jobs.db?mode=ro", "has query options"),
+    ("sqlite:///no/such/folder/j.db", "does not exist; create it first"),
+    ("", "--store needs a URL"),
+])
+def test_store_urls_refused_in_one_line(tmp_path, monkeypatch, url, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreError) as info:
+        open_store(url, tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert "u:p" not in str(info.value)
+
+
+def test_store_urls_relative_and_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for url, where in (("sqlite:///rel.db", tmp_path / "rel.db"), (f"sqlite:///{tmp_path}/abs.db", tmp_path / "abs.db"),
+                       (None, tmp_path / "jobs.sqlite3")):
+        s = open_store(url, tmp_path)
+        s.close()
+        assert where.is_file(), url
+
+
+def test_a_file_that_is_not_sqlite_is_one_line(tmp_path):
+    bad = tmp_path / "j.db"
+    bad.write_bytes(b"not a database at all, just text " * 100)
+    with pytest.raises(StoreError, match="cannot be opened as SQLite"):
+        SQLiteStore(bad)

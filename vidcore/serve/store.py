@@ -1,0 +1,150 @@
+"""The job store: where accepted jobs live until they are done, behind one small interface.
+
+A job moves ``queued -> in_progress -> completed | failed``; a worker takes one
+with `JobStore.claim`, which is atomic across threads and processes and bumps
+the job's ``attempts``. Every later write of that worker names the attempt it
+holds (a fencing token), so a worker whose job was taken back (its server died
+and `JobStore.recover` requeued it) can no longer change it. Deleting a job
+removes its row whatever its state; the worker running it notices at its next
+write, which fails.
+
+Implementations: `vidcore.serve.sqlite.SQLiteStore` (one file, one server).
+A PostgreSQL store for several servers on several hosts claims with
+``SELECT ... FOR UPDATE SKIP LOCKED`` behind the same methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import VidcoreError
+
+STATES = ("queued", "in_progress", "completed", "failed")
+
+
+class QueueFull(VidcoreError):
+    """The store holds as many queued jobs as it may; the client should retry later (HTTP 429)."""
+
+
+class StoreError(VidcoreError):
+    """A store URL that cannot be used, or a store another server holds."""
+
+
+@dataclass
+class Job:
+    """One video job as the store keeps it; ``request`` is a `vidcore.request.Request` as a dict."""
+
+    id: str
+    model: str
+    prompt: str
+    request: dict[str, Any]
+    size: str
+    seconds: str
+    created_at: int
+    status: str = "queued"
+    progress: int = 0
+    attempts: int = 0
+    started_at: int | None = None
+    completed_at: int | None = None
+    error: dict[str, str] | None = None
+    owner: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        row = {k: getattr(self, k) for k in ROW_FIELDS}
+        row["request"] = json.dumps(self.request)
+        row["error"] = None if self.error is None else json.dumps(self.error)
+        row["extra"] = json.dumps(self.extra)
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        data = {k: row[k] for k in ROW_FIELDS}
+        data["request"] = json.loads(row["request"])
+        data["error"] = None if row["error"] is None else json.loads(row["error"])
+        data["extra"] = json.loads(row["extra"] or "{}")
+        return cls(**data)
+
+
+ROW_FIELDS = ("id", "model", "prompt", "request", "size", "seconds", "created_at", "status", "progress", "attempts",
+              "started_at", "completed_at", "error", "owner", "extra")
+
+
+class JobStore(abc.ABC):
+    """Durable jobs: a job `add` returned is never lost, and each runs to completion at most once."""
+
+    @abc.abstractmethod
+    def add(self, job: Job, *, max_queued: int) -> Job:
+        """Store a new queued job, or raise `QueueFull` when ``max_queued`` jobs already wait (checked atomically)."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def list(self, *, after: str | None = None, limit: int = 20, order: str = "desc") -> tuple[list[Job], bool]:
+        """A page of jobs in creation order (``asc`` or ``desc``) after the job ``after``, and whether more follow."""
+
+    @abc.abstractmethod
+    def claim(self, owner: str, models: Collection[str]) -> Job | None:
+        """Atomically move the oldest queued job for one of ``models`` to in_progress for ``owner``; None if none."""
+
+    @abc.abstractmethod
+    def set_progress(self, job_id: str, attempt: int, progress: int) -> bool:
+        """Record progress (0-100) of the attempt a worker holds; False when the job is no longer that attempt's."""
+
+    @abc.abstractmethod
+    def finish(self, job_id: str, attempt: int, *, error: dict[str, str] | None = None) -> bool:
+        """Mark the attempt completed (no ``error``) or failed; False when the job is no longer that attempt's."""
+
+    @abc.abstractmethod
+    def requeue(self, job_id: str, attempt: int) -> bool:
+        """Give an unfinished attempt back to the queue (a worker shutting down); it keeps its place."""
+
+    @abc.abstractmethod
+    def delete(self, job_id: str) -> Job | None:
+        """Remove a job in any state; returns it as it was, or None if there was none."""
+
+    @abc.abstractmethod
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each of `STATES`."""
+
+    @abc.abstractmethod
+    def recover(self) -> list[str]:
+        """Requeue the in_progress jobs whose workers are gone (after a crash); returns their ids."""
+
+    @abc.abstractmethod
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's history, oldest first: ``{"at", "kind", "attempt"}`` (queued, started, completed, ...)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None, out: Path) -> JobStore:
+    """The store a ``--store`` URL names: ``sqlite:///relative.db``, ``sqlite:////absolute.db``; default under ``out``.
+
+    Raises `StoreError` in one line for URLs that cannot be used.
+    """
+    from .sqlite import SQLiteStore
+
+    if url is None:
+        return SQLiteStore(out / "jobs.sqlite3")
+    if not isinstance(url, str) or not url.strip():
+        raise StoreError("--store needs a URL, e.g. sqlite:///jobs.sqlite3")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in ("postgresql", "postgres") and sep:
+        raise StoreError("PostgreSQL job stores are not available yet; use --store sqlite:///PATH (or leave "
+                         "--store out for a file under --out)")
+    if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
+        raise StoreError(f"--store {url[:80]!r} is not a store URL vidcore knows; use sqlite:///relative/path.db "
+                         "or sqlite:////absolute/path.db")
+    path = Path(rest[1:])
+    if "?" in rest or "#" in rest:
+        raise StoreError(f"--store {url[:80]!r} has query options; give only the file, e.g. sqlite:///jobs.sqlite3")
+    return SQLiteStore(path)
