@@ -1,4 +1,4 @@
-"""`vidcore` command line: backends, generate, batch, download, inspect, verify, bench, doctor (+ plugin commands).
+"""The command line: backends, generate, batch, download, inspect, verify, bench, serve, doctor (+ plugin commands).
 
 Every user error ends in one line on stderr and exit status 2, raised before
 any weights load; a traceback means a bug.
@@ -371,6 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench_command.configure(p)
     p.set_defaults(func=bench_command.run)
+
+    p = sub.add_parser("serve", help="serve OpenAI's videos API over a durable job queue (the serve extra)")
+    from .serve import command as serve_command
+
+    serve_command.configure(p)
+    p.set_defaults(func=serve_command.run)
 
     p = sub.add_parser("doctor", help="report the environment, accelerators and plugins")
     p.add_argument("--json", action="store_true")
