@@ -95,6 +95,27 @@ def start(out: Path, *args: str, key: str | None = KEY, timeout: float = 120.0) 
     raise AssertionError(f"server did not become ready (url {url}): {''.join(log)[-3000:]}")
 
 
+def within(seconds: float, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` (e.g. the SDK's create_and_poll, which polls forever), failing after ``seconds``."""
+    result: list = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            result.append(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if errors:
+        raise errors[0]
+    if not result:
+        raise AssertionError(f"{getattr(fn, '__name__', fn)} did not return within {seconds} s")
+    return result[0]
+
+
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):
     """Poll until ``predicate()`` is truthy; return its value (fail the test after ``timeout``)."""
     deadline = time.time() + timeout

@@ -49,6 +49,11 @@ def one_line_error(backend_name: str, **settings) -> str:
     return str(info.value)
 
 
+def done(client, **kwargs):
+    """``create_and_poll`` of a quick job, failing (not hanging) if it never ends."""
+    return serve_live.within(60, client.videos.create_and_poll, poll_interval_ms=100, extra_body=QUICK, **kwargs)
+
+
 def wait_in_progress(client, video_id: str):
     return serve_live.wait_for(lambda: (v := client.videos.retrieve(video_id)).status == "in_progress"
                                and v.progress > 0 and v)
@@ -57,8 +62,8 @@ def wait_in_progress(client, video_id: str):
 def test_create_and_poll_then_download_a_playable_mp4(client, live, tmp_path):
     from vidcore.video import read_video
 
-    video = client.videos.create_and_poll(prompt="a red ball moving left", size="64x64", poll_interval_ms=100,
-                                          extra_body=QUICK)
+    video = serve_live.within(60, client.videos.create_and_poll, prompt="a red ball moving left", size="64x64",
+                              poll_interval_ms=100, extra_body=QUICK)
     assert video.status == "completed", video
     assert (video.object, video.model, video.size, video.progress) == ("video", "latte-shapes", "64x64", 100)
     assert video.seconds == "0.5" and video.prompt == "a red ball moving left"  # 4 frames at 8 fps
@@ -148,11 +153,11 @@ def test_list_pages_the_way_the_sdk_expects(client):
     ascending = [v.id for v in client.videos.list(order="asc", limit=100)]
     assert ascending == listed[::-1]
     for i in ids:
-        client.videos.poll(i, poll_interval_ms=100)
+        serve_live.within(120, client.videos.poll, i, poll_interval_ms=100)
 
 
 def test_delete_removes_the_job_and_its_files(client, live):
-    video = client.videos.create_and_poll(prompt="a red ball", poll_interval_ms=100, extra_body=QUICK)
+    video = done(client, prompt="a red ball")
     mp4 = live.out / "videos" / f"{video.id}.mp4"
     assert mp4.is_file()
     gone = client.videos.delete(video.id)
@@ -181,7 +186,7 @@ def test_delete_cancels_a_running_job_and_the_worker_goes_on(client, live):
     client.videos.delete(long.id)
     serve_live.wait_for(lambda: finished(live, "cancelled") == before + 1, timeout=30)
     assert not list((live.out / "videos").glob(f"*{long.id}*"))
-    after = client.videos.create_and_poll(prompt="next", poll_interval_ms=100, extra_body=QUICK)
+    after = done(client, prompt="next")
     assert after.status == "completed"
 
 
@@ -250,7 +255,7 @@ def test_models_health_and_metrics(client, live):
         health = http.get("/health").json()
         assert health["ready"] is True and health["workers"][0]["device"] == "cpu"
         assert http.get("/health/ready").status_code == 200
-        client.videos.create_and_poll(prompt="counted", poll_interval_ms=100, extra_body=QUICK)
+        done(client, prompt="counted")
         text = http.get("/metrics").text
     for name in ("vidcore_queue_depth", 'vidcore_jobs{state="completed"}', "vidcore_workers_ready 1.0",
                  "vidcore_step_seconds_count", "vidcore_job_seconds_count"):

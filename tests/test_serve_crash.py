@@ -39,7 +39,7 @@ def test_kill_9_mid_job_then_restart_completes_every_accepted_job_exactly_once(t
     second = serve_live.start(out)
     try:
         client = second.client()
-        done = [client.videos.poll(i, poll_interval_ms=200) for i in ids]
+        done = [serve_live.within(120, client.videos.poll, i, poll_interval_ms=200) for i in ids]
     finally:
         second.stop()
     assert [v.status for v in done] == ["completed"] * JOBS, [v.error for v in done]
@@ -59,3 +59,23 @@ def test_kill_9_mid_job_then_restart_completes_every_accepted_job_exactly_once(t
     # the job the kill hit was started, taken back by the restart and started again
     assert history[ids[0]] == ["queued", "started", "recovered", "started", "completed"], history[ids[0]]
     assert all(kinds.count("started") == 1 for kinds in list(history.values())[1:]), history
+
+
+def test_sigterm_mid_job_gives_the_job_back_to_the_queue(tmp_path):
+    from vidcore.serve.sqlite import SQLiteStore
+
+    out = tmp_path / "out"
+    first = serve_live.start(out)
+    client = first.client()
+    job = client.videos.create(prompt="interrupted", extra_body={"steps": 1000, "frames": 16}).id
+    serve_live.wait_for(lambda: client.videos.retrieve(job).progress > 0)
+    first.stop()  # asserts the graceful path ran ("stopped; ...")
+    assert "stopped; 1 job(s) wait in the store for the next start" in first.text(), first.text()
+    store = SQLiteStore(out / "jobs.sqlite3")
+    try:
+        back = store.get(job)
+        assert (back.status, back.attempts) == ("queued", 1)
+        assert [e["kind"] for e in store.events(job)] == ["queued", "started", "requeued"]
+    finally:
+        store.close()
+    assert not list((out / "videos").iterdir())

@@ -38,8 +38,9 @@ def png(tmp_path, colour=(200, 30, 30)) -> bytes:
 def test_an_uploaded_image_drives_image_to_video(served, tmp_path):
     client, out, _ = served
     data = png(tmp_path)
-    video = client.videos.create_and_poll(prompt="a toy", input_reference=("ref.png", data, "image/png"),
-                                          poll_interval_ms=100, extra_body={"steps": 2})
+    video = serve_live.within(60, client.videos.create_and_poll, prompt="a toy",
+                              input_reference=("ref.png", data, "image/png"), poll_interval_ms=100,
+                              extra_body={"steps": 2})
     assert video.status == "completed", video.error
     assert client.videos.download_content(video.id).content[4:8] == b"ftyp"
     record = json.loads((out / "videos" / f"{video.id}.json").read_text())

@@ -40,8 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at INTEGER,
     completed_at INTEGER,
     error TEXT,
-    owner TEXT,
-    extra TEXT
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS events (

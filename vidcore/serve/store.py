@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +53,11 @@ class Job:
     completed_at: int | None = None
     error: dict[str, str] | None = None
     owner: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
         row = {k: getattr(self, k) for k in ROW_FIELDS}
         row["request"] = json.dumps(self.request)
         row["error"] = None if self.error is None else json.dumps(self.error)
-        row["extra"] = json.dumps(self.extra)
         return row
 
     @classmethod
@@ -67,12 +65,11 @@ class Job:
         data = {k: row[k] for k in ROW_FIELDS}
         data["request"] = json.loads(row["request"])
         data["error"] = None if row["error"] is None else json.loads(row["error"])
-        data["extra"] = json.loads(row["extra"] or "{}")
         return cls(**data)
 
 
 ROW_FIELDS = ("id", "model", "prompt", "request", "size", "seconds", "created_at", "status", "progress", "attempts",
-              "started_at", "completed_at", "error", "owner", "extra")
+              "started_at", "completed_at", "error", "owner")
 
 
 class JobStore(abc.ABC):
