@@ -158,6 +158,7 @@ def test_doctor_reports_environment(toy_registry, capsys):
     code, out, _ = run(capsys, "doctor", "--json")
     rep = json.loads(out)
     assert rep["torch"] == torch.__version__ and "sdpa" in rep["attention_backends"]
+    assert "toy_flow" in rep["schedules"] and "low-vram" in rep["memory_presets"]  # a plugin's, the core's
     assert {p["name"] for p in rep["plugins"]} >= {"vidcore", "toy"} and code == 0
 
 
@@ -177,10 +178,10 @@ def test_schedule_and_shift_flags_reach_the_request(toy_ckpt, tmp_path, capsys):
     assert (request["schedule"], request["schedule_options"]) == ("flow", {"shift": 3.0})
     # another schedule starts from its own defaults, not the backend's flow shift
     code, _, err = run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--schedule",
-                       "hunyuan_flow", "--out", str(tmp_path / "k.mp4"), "--quiet", "--device", "cpu")
+                       "toy_flow", "--out", str(tmp_path / "k.mp4"), "--quiet", "--device", "cpu")
     assert code == 0, err
     request = json.loads((tmp_path / "k.json").read_text())["request"]
-    assert (request["schedule"], request["schedule_options"]) == ("hunyuan_flow", {})
+    assert (request["schedule"], request["schedule_options"]) == ("toy_flow", {})
     # a schedule that does not fit the network is one clear line, before any weights load
     code, _, err = run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--schedule",
                        "karras", "--sampler", "euler", "--out", str(tmp_path / "v.mp4"), "--quiet")

@@ -11,7 +11,7 @@ from vidcore.errors import InvalidRequestError
 from vidcore.guidance import Guidance
 from vidcore.sampling import Experts, Sampler, Scheduler, wrap_network
 
-SCHEDULE = Scheduler("wan_flow", shift=5.0)(12)
+SCHEDULE = Scheduler("flow", shift=5.0, grid="unipc")(12)
 
 
 class Net:
@@ -121,7 +121,7 @@ def test_batched_falls_back_when_inputs_do_not_stack():
 
 
 def test_per_expert_scales_switch_exactly_at_the_boundary():
-    schedule = Scheduler("wan_flow", shift=12.0)(30)
+    schedule = Scheduler("flow", shift=12.0, grid="unipc")(30)
     high_net, low_net = Net(6), Net(7)
     switches = []
     model = Experts([("high", wrap_network(high_net, "flow", schedule), 0.875),

@@ -53,7 +53,9 @@ def test_wheels_install_in_a_fresh_venv_and_the_example_plugin_runs(tmp_path):
 
     video = tmp_path / "sunset.mp4"
     sh(venv / "bin" / "vidcore", "generate", "sunset", "--backend", "example-tiny", "--sampler",
-       "example_midpoint", "--out", video, "--seed", "1", env=env)
+       "example_midpoint", "--schedule", "example_cosine", "--memory", "example-lean", "--out", video,
+       "--seed", "1", env=env)
     record = json.loads(video.with_suffix(".json").read_text())
     assert video.stat().st_size > 0 and record["request"]["sampler"] == "example_midpoint"
+    assert record["request"]["schedule"] == "example_cosine"  # the plugin's schedule and preset, from a wheel
     assert record["versions"]["plugins"]["example"] == "0.1.0"

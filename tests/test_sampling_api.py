@@ -40,7 +40,7 @@ def test_register_sampler_decorator():
         with pytest.raises(ValueError, match="already registered"):
             register_sampler("test_half_euler")(lambda *a, **k: None)
     finally:
-        del BUILTIN_SAMPLERS["test_half_euler"]
+        plugins.unregister("sampler", "test_half_euler")
 
 
 def test_a_plugin_registers_a_sampler_with_one_hook_call():
@@ -136,7 +136,7 @@ def ideal_network(x0, eps, prediction, schedule, sigma, seen):
                                              ("flow", "flow"), ("flow", "eps"), ("flow", "x0")])
 def test_wrap_network_recovers_x0(kind, prediction):
     schedule = {"vp": Scheduler("ddpm")(10), "ve": Scheduler("karras", kind="ve")(10),
-                "flow": Scheduler("wan_flow")(10)}[kind]
+                "flow": Scheduler("flow", shift=5.0, grid="unipc")(10)}[kind]
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(2, 3, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, generator=g,
                                                                                   dtype=torch.float64)
@@ -162,7 +162,7 @@ def test_wrap_network_rejects_mismatches():
 
 
 def test_experts_switch_at_the_boundary_and_report_it():
-    schedule = Scheduler("wan_flow", shift=12.0)(40)
+    schedule = Scheduler("flow", shift=12.0, grid="unipc")(40)
     high, low = (lambda x, sigma, **c: x * 0 + 1.0), (lambda x, sigma, **c: x * 0 - 1.0)
     switches = []
     experts = Experts([("high", high, 0.875), ("low", low, 0.0)], on_switch=switches.append)
@@ -207,7 +207,7 @@ def test_docs_worked_example_runs():
         with pytest.raises(InvalidRequestError):
             Sampler.get("euler_ancestral")(model, x, Scheduler("flow")(4))
     finally:
-        BUILTIN_SAMPLERS.pop("euler_ancestral", None)
+        plugins.unregister("sampler", "euler_ancestral")
 
 
 def test_sampler_options_are_validated_before_any_work():

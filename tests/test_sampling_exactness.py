@@ -80,13 +80,14 @@ def test_deterministic_samplers_converge_at_their_order(mu, s, n0, kind, shape):
 
 @pytest.mark.parametrize("shift", [1.0, 5.0])
 def test_flow_euler_and_heun_orders_on_official_flow_grid(shift):
-    """Euler/Heun in flow time keep their order on HunyuanVideo's grid, which starts at pure noise (t = 1)."""
+    """Euler/Heun in flow time keep their order on the uniform flow grid (HunyuanVideo's), which starts at pure
+    noise (t = 1)."""
     mu, s = 0.4, 1.7
     noise = torch.randn(32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for name, (lo, hi) in [("flow_euler", (0.85, 1.25)), ("heun", (1.8, 2.6))]:
         steps, errors = [12, 24, 48], []
         for n in steps:
-            schedule = Scheduler("hunyuan_flow", shift=shift)(n)
+            schedule = Scheduler("flow", shift=shift, grid="linspace")(n)
             x = schedule.prior(noise)
             out = Sampler.get(name)(gaussian_denoiser(mu, s, schedule), x, schedule)
             errors.append((out - ode_endpoint(x, mu, s, schedule)).abs().max().item())
@@ -107,7 +108,7 @@ STOCHASTIC = [("ddpm", {}), ("ddim", {"eta": 1.0}), ("euler", {"s_churn": 10.0})
 SCHEDULES = {
     "vp": lambda n: Scheduler("ddpm", spacing="trailing")(n),
     "ve": lambda n: Scheduler("karras", kind="ve", sigma_min=1e-3, sigma_max=80.0)(n),
-    "flow": lambda n: Scheduler("hunyuan_flow", shift=3.0)(n),
+    "flow": lambda n: Scheduler("flow", shift=3.0, grid="linspace")(n),
 }
 
 

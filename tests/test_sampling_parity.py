@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -220,12 +221,15 @@ def test_wan_unipc_matches_diffusers_given_the_wan_grid(steps, shift):
     """Wan2.2's FlowUniPCMultistepScheduler is diffusers' UniPC with flow sigmas on its own grid.
 
     diffusers accepts custom sigmas, so feeding it the official grid gives an
-    oracle for the official sampler; on CPU ours matches it bit for bit.
+    oracle for the official sampler; on CPU ours matches it bit for bit. The
+    grid is built here as a custom `Schedule` (the core knows no family);
+    the wan22 plugin's tests pin its ``wan_flow`` to the same grid.
     """
-    ours = Scheduler("wan_flow", shift=shift)(steps)
+    sig = wan_unipc_grid(steps, shift)
+    ours = Schedule(torch.from_numpy(np.append(sig, 0.0).astype(np.float32)).double(), "flow",
+                    torch.from_numpy(sig * 1000).to(torch.int64))
     sched = diffusers.UniPCMultistepScheduler(solver_type="bh2", use_flow_sigmas=True, flow_shift=1.0,
                                               prediction_type="flow_prediction")
-    sig = wan_unipc_grid(steps, shift)
     sched.set_timesteps(sigmas=sig)
     assert torch.equal(ours.sigmas.float(), sched.sigmas) and torch.equal(ours.timesteps, sched.timesteps)
     net, z = SmoothNet(10), noise(11)
@@ -236,8 +240,6 @@ def test_wan_unipc_matches_diffusers_given_the_wan_grid(steps, shift):
 
 def wan_unipc_grid(steps: int, shift: float):
     """Independent re-derivation of the official grid: sigma_max = float32(1 - 1/1000), linspace to 0, shift."""
-    import numpy as np
-
     s_max = float(np.float32(1.0 - 1.0 / 1000))
     sig = np.linspace(s_max, 0.0, steps + 1)[:-1]
     return shift * sig / (1 + (shift - 1) * sig)

@@ -16,6 +16,7 @@ from torch import nn
 from vidcore.backend import Backend, CheckpointLayout, Conditions, Defaults, Expert, Frames, Sizes
 from vidcore.hookspecs import hookimpl
 from vidcore.nn import BlockStack
+from vidcore.sampling.schedules import flow
 from vidcore.video import to_uint8
 
 CH = 3
@@ -144,3 +145,13 @@ def write_checkpoint(backend: Backend, root: Path, seed: int = 0) -> Path:
 def register_backends(register):
     register(TOY)
     register(TOY_MOE)
+
+
+def toy_flow(steps: int, *, shift: float = 2.0):
+    """The toy family's own schedule (as Wan's and Hunyuan's plugins register theirs): the uniform flow grid."""
+    return flow(steps, shift=shift, grid="linspace")
+
+
+@hookimpl
+def register_schedules(register):
+    register("toy_flow", toy_flow)

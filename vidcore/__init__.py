@@ -9,8 +9,6 @@ Notebook use::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .attention import attention  # noqa: E402
 from .backend import Backend, CheckpointLayout, Conditions, Defaults, Expert, Frames, Inputs, Sizes  # noqa: E402
 from .errors import Cancelled, VidcoreError  # noqa: E402
@@ -18,6 +16,7 @@ from .guidance import Guidance  # noqa: E402
 from .memory import MemoryPolicy  # noqa: E402
 from .pipeline import Pipeline, load  # noqa: E402
 from .sampling import Sampler, Scheduler  # noqa: E402
+from .version import __version__
 from .video import Video  # noqa: E402
 
 __all__ = [

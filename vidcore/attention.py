@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .errors import UnknownNameError, VidcoreError
+from .kernels.attention_backends import sdpa  # noqa: F401  (vidcore.attention.sdpa)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,6 @@ class AttentionBackend:
     plugin: str = "vidcore"
 
 
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
-         scale: float | None = None, causal: bool = False) -> torch.Tensor:
-    """PyTorch's scaled_dot_product_attention (flash, efficient, cuDNN or math, as torch picks)."""
-    gqa = {"enable_gqa": True} if k.shape[-3] != q.shape[-3] else {}
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, **gqa)
-
-
 _cache: tuple[object, dict[str, AttentionBackend]] | None = None
 
 
@@ -76,7 +69,7 @@ def _backends() -> dict[str, AttentionBackend]:
     reg = registry()
     if _cache is not None and _cache[0] is reg:
         return _cache[1]
-    table = {"sdpa": AttentionBackend("sdpa", sdpa)}
+    table = {}  # "sdpa" among them: the core registers it like every other kernel
     for name, entry in attention_entries().items():
         extra = entry.extra
         table[name] = AttentionBackend(

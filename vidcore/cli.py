@@ -229,7 +229,7 @@ def doctor_report() -> dict[str, Any]:
     from . import __version__
     from .attention import attention_backends
     from .memory import preset_names
-    from .plugins import plugin_status, sampler_names
+    from .plugins import names, plugin_status, sampler_names
 
     def version_of(dist: str) -> str | None:
         try:
@@ -255,6 +255,7 @@ def doctor_report() -> dict[str, Any]:
         "triton": version_of("triton"),
         "attention_backends": attention_backends(),
         "samplers": sampler_names(),
+        "schedules": names("schedule"),
         "memory_presets": preset_names(),
         "plugins": [{"name": p.name, "version": p.version, "ok": p.ok, "error": p.error,
                      "registered": p.registered} for p in plugin_status()],
@@ -275,6 +276,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _out(f"flash-attn {rep['flash_attn'] or 'not installed'}; triton {rep['triton'] or 'not installed'}")
         _out(f"attention {', '.join(rep['attention_backends'])}")
         _out(f"samplers  {', '.join(rep['samplers'])}")
+        _out(f"schedules {', '.join(rep['schedules'])}")
         _out(f"memory    {', '.join(rep['memory_presets'])}")
         for p in rep["plugins"]:
             state = "ok" if p["ok"] else f"BROKEN: {p['error']}"

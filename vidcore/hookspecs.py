@@ -24,6 +24,20 @@ def register_samplers(register):
 
 
 @hookspec
+def register_schedules(register):
+    """Add noise schedules: ``register(name, fn)`` where ``fn(steps, **options) -> vidcore.sampling.Schedule``.
+
+    Options are keyword-only arguments with defaults; ``Scheduler(name, **options)`` checks them by name.
+    """
+
+
+@hookspec
+def register_memory_presets(register):
+    """Add ``--memory`` presets: ``register(name, spec)`` with a `vidcore.memory.PolicySpec` (combinable with
+    ``+``) or a factory ``dtype -> MemoryPolicy``."""
+
+
+@hookspec
 def register_attention(register):
     """Add attention kernels: ``register(name, fn, available=callable_or_None)``; see `vidcore.attention`."""
 

@@ -1,9 +1,13 @@
-"""Plugin discovery and the registry of backends, samplers and attention kernels.
+"""Plugin discovery and the one registry of every kind: backends, samplers, schedules, memory presets, ...
 
 Plugins are found through the entry-point group ``vidcore`` and loaded lazily,
 once, on first use. ``VIDCORE_LOAD_PLUGINS`` (comma-separated entry-point
-names; empty for none) restricts which are loaded. The core's own samplers
-and kernels register through the same hooks as anyone's (`vidcore.builtins`).
+names; empty for none) restricts which are loaded. The core's own samplers,
+schedules, presets and kernels register through the same hooks as anyone's
+(`vidcore.builtins`). Code that registers something after plugins loaded
+(``@register_sampler`` in a notebook, `register_preset`) goes through
+`register` into the same registry, so whatever looks a name up and whatever
+validates a request always agree.
 
 We do not call pluggy's ``load_setuptools_entrypoints`` directly: it stops at
 the first plugin that fails to import. Instead each entry point is loaded on
@@ -31,8 +35,8 @@ CORE = "vidcore"
 log = logging.getLogger(__name__)
 
 
-class DuplicateRegistrationError(VidcoreError):
-    """Two plugins registered the same name."""
+class DuplicateRegistrationError(VidcoreError, ValueError):
+    """Two plugins (or a plugin and a later `register` call) registered the same name."""
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Entry:
 class Registry:
     """Everything the loaded plugins registered, by kind and name."""
 
-    KINDS = ("backend", "sampler", "attention", "command")
+    KINDS = ("backend", "sampler", "schedule", "memory preset", "attention", "command")
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in self.KINDS}
@@ -88,9 +92,26 @@ class Registry:
         return sorted(self.entries[kind])
 
 
+def _named(name: str, obj: Any, **kw: Any) -> tuple[str, Any, dict]:
+    return name, obj, kw
+
+
+#: each hook, the kind it fills and how its ``register(...)`` arguments become (name, object, extra)
+HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any, dict]]]] = {
+    "register_backends": ("backend", lambda obj: (obj.name, obj, {})),
+    "register_samplers": ("sampler", _named),
+    "register_schedules": ("schedule", _named),
+    "register_memory_presets": ("memory preset", _named),
+    "register_attention": ("attention", _named),
+    "register_commands": ("command", lambda name, configure, run, **kw: (name, (configure, run), kw)),
+}
+
+
 _lock = threading.RLock()
 _registry: Registry | None = None
+_loading = False
 _extra_plugins: list[tuple[str, object]] = []
+_pending: list[tuple[str, str, Any, str, dict]] = []  # `register` calls made while plugins were importing
 
 
 def _allowlist() -> set[str] | None:
@@ -139,10 +160,7 @@ def _check_hook_names(pm: pluggy.PluginManager, status: dict[str, PluginStatus])
             hook = (opts or {}).get("specname") or attr
             if opts is not None and not hasattr(hookspecs, hook):
                 st = status.setdefault(name, PluginStatus(name, repr(plugin)))
-                st.error = (
-                    f"plugin {name!r} implements unknown hook {hook!r}; "
-                    f"known hooks: register_backends, register_samplers, register_attention, register_commands"
-                )
+                st.error = f"plugin {name!r} implements unknown hook {hook!r}; known hooks: {', '.join(HOOKS)}"
                 log.warning(st.error)
                 pm.unregister(plugin)
                 break
@@ -151,13 +169,7 @@ def _check_hook_names(pm: pluggy.PluginManager, status: dict[str, PluginStatus])
 def _collect(pm: pluggy.PluginManager, status: dict[str, PluginStatus]) -> Registry:
     reg = Registry()
     reg.plugins = status
-    hooks: list[tuple[str, str, Callable[..., Any]]] = [
-        ("register_backends", "backend", lambda obj: (obj.name, obj, {})),
-        ("register_samplers", "sampler", lambda name, fn, **kw: (name, fn, kw)),
-        ("register_attention", "attention", lambda name, fn, **kw: (name, fn, kw)),
-        ("register_commands", "command", lambda name, configure, run, **kw: (name, (configure, run), kw)),
-    ]
-    for hook_name, kind, unpack in hooks:
+    for hook_name, (kind, unpack) in HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             plugin = impl.plugin_name
             st = status.setdefault(plugin, PluginStatus(plugin, repr(impl.plugin)))
@@ -188,27 +200,89 @@ def _collect(pm: pluggy.PluginManager, status: dict[str, PluginStatus]) -> Regis
 
 
 def _core_version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 
 
 def registry() -> Registry:
     """The registry, loading plugins on first call (thread-safe, idempotent)."""
-    global _registry
+    global _registry, _loading
     with _lock:
         if _registry is None:
-            pm, status = _make_manager()
-            _registry = _collect(pm, status)
+            _loading = True
+            try:
+                pm, status = _make_manager()
+                reg = _collect(pm, status)
+            finally:
+                _loading = False
+            for kind, name, obj, plugin, extra in _pending:  # after the hooks: a clash is reported, not fatal
+                try:
+                    _add(reg, kind, name, obj, plugin, extra)
+                except DuplicateRegistrationError as exc:
+                    reg.errors.append(str(exc))
+                    log.warning(str(exc))
+            _pending.clear()
+            _registry = reg
         return _registry
 
 
+def _add(reg: Registry, kind: str, name: str, obj: Any, plugin: str, extra: dict) -> None:
+    found = reg.entries[kind].get(name)
+    if found is not None and found.obj is obj:
+        return  # the same object again (a module imported twice) is no clash
+    if found is not None:
+        raise DuplicateRegistrationError(f"{kind} {name!r} is already registered by plugin {found.plugin!r}; "
+                                         f"{plugin!r} cannot register it again; choose another name")
+    reg.add(kind, name, obj, plugin, **extra)
+    reg.plugins.setdefault(plugin, PluginStatus(plugin, plugin)).registered.append(f"{kind}:{name}")
+
+
+def register(kind: str, name: str, obj: Any, *, plugin: str = "runtime", **extra: Any) -> None:
+    """Add one entry from code after (or while) plugins load: the same registry, the same clash rule.
+
+    ``@register_sampler``, ``@register_schedule`` and `register_preset` come here,
+    so lookup and request validation see the entry at once. A name already
+    registered is a `DuplicateRegistrationError` naming both registrants. The
+    entry lasts until `reset`.
+    """
+    if kind not in Registry.KINDS:
+        raise ValueError(f"unknown registry kind {kind!r}; one of {', '.join(Registry.KINDS)}")
+    with _lock:
+        if _registry is None and _loading:  # a plugin registering while it is imported: added after the hooks
+            _pending.append((kind, name, obj, plugin, dict(extra)))
+            return
+        _add(registry(), kind, name, obj, plugin, dict(extra))
+
+
+def registering(kind: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that passes the function it decorates to `register`, its module named as the registrant."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        register(kind, name, fn, plugin=getattr(fn, "__module__", None) or "runtime")
+        return fn
+
+    return deco
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove one entry (tests and notebooks undoing a `register`); a name not registered is ignored."""
+    with _lock:
+        entry = registry().entries[kind].pop(name, None)
+        if entry is not None:
+            status = registry().plugins.get(entry.plugin)
+            if status is not None and f"{kind}:{name}" in status.registered:
+                status.registered.remove(f"{kind}:{name}")
+
+
 def reset(extra_plugins: list[tuple[str, object]] | None = None) -> None:
-    """Forget loaded plugins; tests use ``extra_plugins`` to register modules without entry points."""
+    """Forget loaded plugins and later registrations; tests use ``extra_plugins`` to add modules without
+    entry points."""
     global _registry, _extra_plugins
     with _lock:
         _registry = None
         _extra_plugins = list(extra_plugins or [])
+        _pending.clear()
 
 
 def get_backend(name: str):
@@ -235,12 +309,21 @@ def backend_plugin(name: str) -> str:
     return registry().get("backend", name).plugin
 
 
+def lookup(kind: str, name: str) -> Any:
+    """The object registered as ``name`` of ``kind`` (`UnknownNameError` listing the choices)."""
+    return registry().get(kind, name).obj
+
+
+def names(kind: str) -> list[str]:
+    return registry().names(kind)
+
+
 def get_sampler(name: str) -> Callable[..., Any]:
-    return registry().get("sampler", name).obj
+    return lookup("sampler", name)
 
 
 def sampler_names() -> list[str]:
-    return registry().names("sampler")
+    return names("sampler")
 
 
 def attention_entries() -> dict[str, Entry]:

@@ -24,8 +24,8 @@ RECORD_VERSION = 1
 
 
 def versions() -> dict[str, Any]:
-    from . import __version__
     from .plugins import plugin_status
+    from .version import __version__
 
     return {
         "python": platform.python_version(),

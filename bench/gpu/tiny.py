@@ -57,3 +57,11 @@ class Plugin:
     def register_backends(self, register):
         for backend in wan_backends() + hunyuan_backends():
             register(backend)
+
+    @hookimpl
+    def register_schedules(self, register):  # the backends' defaults name their plugins' schedules
+        from vidcore_hunyuan import plugin as hunyuan
+        from vidcore_wan22 import plugin as wan
+
+        wan.register_schedules(register)
+        hunyuan.register_schedules(register)

@@ -1,5 +1,6 @@
-"""Attention kernels the core registers beside plain SDPA (`vidcore.attention` chooses among them).
+"""Attention kernels the core registers (`vidcore.attention` chooses among them).
 
+- ``sdpa``: torch's SDPA as torch picks its kernel; the automatic choice's last resort.
 - ``sdpa-flash``, ``sdpa-efficient``, ``sdpa-cudnn``, ``sdpa-math``: torch's
   SDPA restricted to one kernel (`torch.nn.attention.sdpa_kernel`), so a
   caller can pick it by name. On an H100 at Wan 720p shapes (issue 5) cuDNN ran
@@ -22,6 +23,13 @@ import torch
 import torch.nn.functional as F
 
 HALF = (torch.float16, torch.bfloat16)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.Tensor | None = None,
+         scale: float | None = None, causal: bool = False) -> torch.Tensor:
+    """PyTorch's scaled_dot_product_attention (flash, efficient, cuDNN or math, as torch picks)."""
+    gqa = {"enable_gqa": True} if k.shape[-3] != q.shape[-3] else {}
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=scale, **gqa)
 
 
 def _sdpa_with(kernel_name: str) -> Callable[..., torch.Tensor]:

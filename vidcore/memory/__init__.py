@@ -3,7 +3,7 @@
 from .base import MemoryPolicy, Resident, component_role
 from .composed import ComposedPolicy, PolicySpec
 from .fp8 import FP8Linear, format_table, fp8_error_table, quantize_fp8_
-from .presets import get_policy, get_spec, preset_names, register_preset
+from .lookup import get_policy, get_spec, preset_names, register_preset
 
 __all__ = [
     "ComposedPolicy", "FP8Linear", "MemoryPolicy", "PolicySpec", "Resident", "component_role", "fp8_error_table",

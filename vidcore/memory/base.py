@@ -8,7 +8,7 @@ minimum, and are no-ops here: ``prefetch(component)`` (say which component
 comes next, so its first weights can be in flight before the switch),
 ``edit(component)`` (change weights after setup, e.g. LoRA) and ``teardown()``
 (release everything, remove hooks). Policies compose from parts (see
-`vidcore.memory.composed`); presets are named in `vidcore.memory.presets`.
+`vidcore.memory.composed`); presets are named in `vidcore.memory.presets` and looked up in `vidcore.memory.lookup`.
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 
 Typical use (what `vidcore.pipeline` does)::
 
-    schedule = Scheduler("wan_flow", shift=5.0)(steps)
+    schedule = Scheduler("flow", shift=5.0)(steps)    # any registered schedule name
     model = Experts([(e.name, wrap_network(e.network, e.prediction, schedule), e.boundary) for e in experts])
     guided = Guidance(scale=5.0).wrap(model, cond, uncond, schedule)
     x0 = Sampler.get("unipc")(guided, schedule.prior(noise), schedule, generator=gen)
 """
 
 from .parameterization import Experts, wrap_network
-from .sampler import Sampler
-from .samplers import BUILTIN_SAMPLERS, register_sampler
+from .sampler import Sampler, register_sampler
+from .samplers import BUILTIN_SAMPLERS
 from .scheduler import Scheduler
 from .schedules import Schedule
 

@@ -1,4 +1,4 @@
-"""`Sampler`: look samplers up by name in the plugin registry."""
+"""`Sampler`: look samplers up by name in the plugin registry; `register_sampler` adds one to it."""
 
 from __future__ import annotations
 
@@ -6,38 +6,31 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import InvalidRequestError, UnknownNameError
+from ..errors import InvalidRequestError
 
 SamplerFn = Callable[..., Any]
 
 
 class Sampler:
-    """Namespace for sampler lookup.
+    """Namespace for sampler lookup in the one registry (`vidcore.plugins`).
 
     A sampler is a function ``fn(model, x, schedule, *, callback=None,
     generator=None, **options) -> x0``. The core's samplers register through
-    the same ``register_samplers`` hook as a plugin's; samplers added with
-    `register_sampler` after plugins were loaded are found too.
+    the same ``register_samplers`` hook as a plugin's; `register_sampler`
+    adds one to the same registry later, so request validation finds it too.
     """
 
     @staticmethod
     def get(name: str) -> SamplerFn:
         from .. import plugins
-        from .samplers import BUILTIN_SAMPLERS
 
-        try:
-            return plugins.get_sampler(name)
-        except UnknownNameError:
-            if name in BUILTIN_SAMPLERS:
-                return BUILTIN_SAMPLERS[name]
-            raise UnknownNameError("sampler", name, Sampler.names()) from None
+        return plugins.lookup("sampler", name)
 
     @staticmethod
     def names() -> list[str]:
         from .. import plugins
-        from .samplers import BUILTIN_SAMPLERS
 
-        return sorted(set(plugins.sampler_names()) | set(BUILTIN_SAMPLERS))
+        return plugins.names("sampler")
 
     @staticmethod
     def validate(name: str, options: Mapping[str, Any]) -> SamplerFn:
@@ -55,3 +48,15 @@ class Sampler:
                 f"accepted options: {', '.join(accepted) or 'none'}"
             )
         return fn
+
+
+def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
+    """Decorator: ``@register_sampler("mine")`` registers the function as sampler ``mine`` in the one registry.
+
+    For scripts and notebooks (a package uses the ``register_samplers`` hook).
+    `Sampler.get`, request validation and ``vidcore generate`` all see it; a
+    name already taken is a `vidcore.plugins.DuplicateRegistrationError`.
+    """
+    from .. import plugins
+
+    return plugins.registering("sampler", name)

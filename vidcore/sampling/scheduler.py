@@ -1,26 +1,31 @@
-"""`Scheduler`: choose a schedule by name, validate its options once, build it per step count."""
+"""`Scheduler`: choose a registered schedule by name, validate its options once, build it per step count."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
-from ..errors import InvalidRequestError, UnknownNameError
-from .schedules import SCHEDULES, Schedule
+from ..errors import InvalidRequestError
+from .schedules import Schedule
+
+ScheduleFn = Callable[..., Schedule]
 
 
 class Scheduler:
     """``Scheduler("karras", rho=7)(steps) -> Schedule``.
 
-    Options are checked when the scheduler is made (before any heavy work),
-    so a typo fails with one line naming the accepted options.
+    Names come from the one registry (the core's schedules and those of the
+    ``register_schedules`` hook). Options are checked when the scheduler is
+    made (before any heavy work), so a typo fails with one line naming the
+    accepted options.
     """
 
     def __init__(self, name: str, **options: Any) -> None:
-        if name not in SCHEDULES:
-            raise UnknownNameError("schedule", name, list(SCHEDULES))
+        from .. import plugins
+
+        self._fn = plugins.lookup("schedule", name)
         self.name, self.options = name, dict(options)
-        self._fn = SCHEDULES[name]
         params = inspect.signature(self._fn).parameters
         accepted = [p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY]
         bad = sorted(set(options) - set(accepted))
@@ -32,7 +37,9 @@ class Scheduler:
 
     @staticmethod
     def names() -> list[str]:
-        return sorted(SCHEDULES)
+        from .. import plugins
+
+        return plugins.names("schedule")
 
     def __call__(self, steps: int) -> Schedule:
         if int(steps) != steps or steps < 1:
@@ -49,3 +56,11 @@ class Scheduler:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"Scheduler({self.name!r}{', ' if opts else ''}{opts})"
+
+
+def register_schedule(name: str) -> Callable[[ScheduleFn], ScheduleFn]:
+    """Decorator: ``@register_schedule("mine")`` registers ``fn(steps, *, **options) -> Schedule`` in the one
+    registry, for scripts and notebooks (a package uses the ``register_schedules`` hook)."""
+    from .. import plugins
+
+    return plugins.registering("schedule", name)

@@ -250,20 +250,27 @@ def karras(
     return Schedule(sigmas, kind, timesteps, to_timestep=to_t)
 
 
-def _check_shift(shift: float) -> None:
+def check_shift(shift: float) -> None:
+    """Refuse a flow shift that is not a positive number, in one line (for every shifted flow schedule)."""
     if not shift > 0:  # also catches NaN
         raise InvalidRequestError(f"shift must be > 0 (1 is no shift; larger spends more steps at high noise), "
                                   f"not {shift}")
 
 
 def shift_sigma(sigma: np.ndarray | float, shift: float):
-    """Time shift of SD3/Wan/HunyuanVideo: ``shift * s / (1 + (shift - 1) * s)``."""
+    """The flow time shift of SD3 (Esser et al., 2024) and the video models after it.
+
+    ``shift * s / (1 + (shift - 1) * s)``; works on floats, numpy arrays and tensors (keeping their dtype).
+    """
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
 def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000, grid: str = "euler") -> Schedule:
-    """Shifted flow-matching grids as diffusers builds them, ending in 0.
+    """Shifted flow-matching grids, ending in 0.
 
+    ``grid="linspace"``: the plain uniform grid, ``torch.linspace(1, 0, n + 1)``
+    shifted in float32, float32 timesteps ``sigma * N``; it starts at exactly 1
+    (pure noise). The others are diffusers':
     ``grid="euler"`` (``FlowMatchEulerDiscreteScheduler``): shifted training
     sigmas ``1 .. 1/N`` give the ends; ``n`` timesteps linspaced between them
     are divided by N and shifted *again* (diffusers' arithmetic, float32 sigmas,
@@ -271,10 +278,15 @@ def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000, gri
     (``DPMSolverMultistepScheduler`` / ``UniPCMultistepScheduler`` with
     ``use_flow_sigmas``): ``1 - linspace(1, 1/N, n + 1)`` flipped, resp.
     ``linspace(1, 1/N, n + 1)[:-1]`` nudged below 1, shifted once, with int64
-    timesteps. (Wan2.2's own grids are ``wan_flow``.)
+    timesteps. (A model family's own grids, e.g. Wan2.2's, are registered by its plugin.)
     """
-    _check_shift(shift)
+    check_shift(shift)
     n_train = num_train_timesteps
+    if grid == "linspace":
+        t = torch.linspace(1, 0, steps + 1)
+        sig = shift_sigma(t, shift)  # float32, as reference flow-matching code computes it
+        timesteps = (sig[:-1] * n_train).to(torch.float32)
+        return Schedule(sig.double(), "flow", timesteps, to_timestep=lambda s: s * n_train)
     if grid == "euler":
         t_train = torch.from_numpy(np.linspace(1, n_train, n_train, dtype=np.float32)[::-1].copy())
         train = t_train / n_train
@@ -293,7 +305,7 @@ def flow(steps: int, *, shift: float = 1.0, num_train_timesteps: int = 1000, gri
         if abs(sig[0] - 1) < 1e-6:
             sig[0] -= 1e-6  # diffusers keeps log(alpha) finite this way
     else:
-        raise InvalidRequestError(f"flow grid must be one of: euler, dpm, unipc (got {grid!r})")
+        raise InvalidRequestError(f"flow grid must be one of: euler, dpm, unipc, linspace (got {grid!r})")
     timesteps = torch.from_numpy(sig * n_train).to(torch.int64)
     return _flow_schedule(torch.from_numpy(sig.astype(np.float32)), timesteps, lambda s: float(int(s * n_train)))
 
@@ -303,50 +315,10 @@ def _flow_schedule(sig32: torch.Tensor, timesteps: torch.Tensor, to_t: Callable[
     return Schedule(sigmas, "flow", timesteps, to_timestep=to_t)
 
 
-def hunyuan_flow(steps: int, *, shift: float = 7.0, num_train_timesteps: int = 1000) -> Schedule:
-    """HunyuanVideo's official grid (``FlowMatchDiscreteScheduler``, ``reverse=True``).
-
-    ``torch.linspace(1, 0, n + 1)`` shifted in float32; float32 timesteps ``sigma * N``.
-    It starts at exactly 1 (pure noise); the default shift is the CLI's 7.0.
-    """
-    _check_shift(shift)
-    t = torch.linspace(1, 0, steps + 1)
-    sig = (shift * t) / (1 + (shift - 1) * t)
-    timesteps = (sig[:-1] * num_train_timesteps).to(torch.float32)
-    return Schedule(sig.double(), "flow", timesteps, to_timestep=lambda s: s * num_train_timesteps)
-
-
-def wan_flow(steps: int, *, shift: float = 5.0, num_train_timesteps: int = 1000, solver: str = "unipc") -> Schedule:
-    """The official Wan2.2 flow grids (``wan/utils/fm_solvers*.py``, ``wan/text2video.py``).
-
-    ``solver="unipc"`` (Wan's default, ``FlowUniPCMultistepScheduler.set_timesteps``):
-    unlike diffusers' port it linspaces from ``sigma_max = 1 - 1/N`` (0.999) down
-    to 0 over ``n + 1`` points and drops the last. ``solver="dpm++"``
-    (``get_sampling_sigmas``): linspace from exactly 1. Both then shift (float64),
-    take timesteps ``sigma * N`` cast to int64 (truncation), append 0 and store
-    the sigmas as float32.
-    """
-    _check_shift(shift)
-    n_train = num_train_timesteps
-    if solver == "unipc":
-        alphas = np.linspace(1, 1 / n_train, n_train)[::-1].copy()
-        train = torch.from_numpy(1.0 - alphas).to(torch.float32)
-        sig = np.linspace(train[0].item(), train[-1].item(), steps + 1).copy()[:-1]
-    elif solver == "dpm++":
-        sig = np.linspace(1, 0, steps + 1)[:steps]
-    else:
-        raise InvalidRequestError(f"wan_flow solver must be 'unipc' or 'dpm++', not {solver!r}")
-    sig = shift * sig / (1 + (shift - 1) * sig)
-    timesteps = torch.from_numpy(sig * n_train).to(torch.int64)
-    sig32 = np.concatenate([sig, [0.0]]).astype(np.float32)
-    sigmas = torch.from_numpy(sig32.astype(np.float64))
-    return Schedule(sigmas, "flow", timesteps, to_timestep=lambda s: float(int(s * n_train)))
-
-
-SCHEDULES: dict[str, Callable[..., Schedule]] = {
+#: the core's family-agnostic schedules, handed to the ``register_schedules`` hook by `vidcore.builtins`;
+#: a model family's own grids (Wan2.2's, HunyuanVideo's) are registered by its plugin
+BUILTIN_SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "ddpm": ddpm,
     "karras": karras,
     "flow": flow,
-    "wan_flow": wan_flow,
-    "hunyuan_flow": hunyuan_flow,
 }

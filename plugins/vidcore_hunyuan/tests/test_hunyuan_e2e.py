@@ -82,6 +82,8 @@ def test_cli_generate_on_the_official_layout(tiny, tmp_path, monkeypatch, capsys
     """`vidcore generate` with the tiny backend registered as a plugin module (tests only), then a replay."""
     import types
 
+    from vidcore_hunyuan import plugin as hunyuan_plugin
+
     from vidcore import plugins
     from vidcore.cli import main
     from vidcore.hookspecs import hookimpl
@@ -90,6 +92,7 @@ def test_cli_generate_on_the_official_layout(tiny, tmp_path, monkeypatch, capsys
     backend, root, _ = tiny
     mod = types.ModuleType("hunyuan_tiny_plugin")
     mod.register_backends = hookimpl(lambda register: register(backend))
+    mod.register_schedules = hunyuan_plugin.register_schedules  # the backend's default, hunyuan_flow
     monkeypatch.setenv("VIDCORE_LOAD_PLUGINS", "")
     plugins.reset(extra_plugins=[("hunyuan-tiny", mod)])
     try:

@@ -1,4 +1,4 @@
-"""Entry point of the wan22 plugin: registers its backends with vidcore."""
+"""Entry point of the wan22 plugin: registers its backends and its schedule with vidcore."""
 
 from vidcore.hookspecs import hookimpl
 
@@ -9,3 +9,10 @@ def register_backends(register):
 
     for backend in BACKENDS:
         register(backend)
+
+
+@hookimpl
+def register_schedules(register):
+    from .schedules import wan_flow
+
+    register("wan_flow", wan_flow)

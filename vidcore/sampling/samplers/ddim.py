@@ -14,7 +14,7 @@ import torch
 
 from ..noise import randn_like
 from ..schedules import Schedule
-from .registry import register_sampler, report
+from .registry import builtin_sampler, report
 
 
 def _posterior(schedule: Schedule, sigma: float, sigma_next: float) -> tuple[float, float, float, float, float]:
@@ -25,7 +25,7 @@ def _posterior(schedule: Schedule, sigma: float, sigma_next: float) -> tuple[flo
     return a_t, s_t, a_s, s_s, var_ts * s_s * s_s / (s_t * s_t)
 
 
-@register_sampler("ddim")
+@builtin_sampler("ddim")
 def sample_ddim(model, x, schedule: Schedule, *, callback=None, generator=None, eta: float = 0.0) -> torch.Tensor:
     """DDIM: ``x_s = a_s x0 + sqrt(sig_s^2 - c^2) eps_hat + c z`` with ``c = eta * posterior std``."""
     sigmas = schedule.sigmas
@@ -43,7 +43,7 @@ def sample_ddim(model, x, schedule: Schedule, *, callback=None, generator=None, 
     return x
 
 
-@register_sampler("ddpm")
+@builtin_sampler("ddpm")
 def sample_ddpm(model, x, schedule: Schedule, *, callback=None, generator=None) -> torch.Tensor:
     """Ancestral DDPM: draw from ``q(x_s | x_t, x0_hat)``; no noise is drawn on the step into sigma = 0."""
     sigmas = schedule.sigmas

@@ -17,10 +17,10 @@ import torch
 
 from ..schedules import Schedule
 from ._lambdas import ladder
-from .registry import register_sampler, report
+from .registry import builtin_sampler, report
 
 
-@register_sampler("dpmpp_2m")
+@builtin_sampler("dpmpp_2m")
 def sample_dpmpp_2m(model, x, schedule: Schedule, *, callback=None, generator=None) -> torch.Tensor:
     """Deterministic DPM-Solver++ 2M (midpoint form of the second-order term)."""
     lad = ladder(schedule, x)

@@ -14,7 +14,7 @@ import torch
 
 from ..noise import randn_like
 from ..schedules import Schedule
-from .registry import register_sampler, report
+from .registry import builtin_sampler, report
 
 
 def _churn(x, sigma, schedule, i, n, generator, s_churn, s_tmin, s_tmax, s_noise):
@@ -38,7 +38,7 @@ def _sig(schedule: Schedule, value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float64)
 
 
-@register_sampler("euler")
+@builtin_sampler("euler")
 def sample_euler(model, x, schedule: Schedule, *, callback=None, generator=None,
                  s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0) -> torch.Tensor:
     """First-order Euler steps (deterministic unless ``s_churn > 0``)."""
@@ -54,7 +54,7 @@ def sample_euler(model, x, schedule: Schedule, *, callback=None, generator=None,
     return x
 
 
-@register_sampler("heun")
+@builtin_sampler("heun")
 def sample_heun(model, x, schedule: Schedule, *, callback=None, generator=None,
                 s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0) -> torch.Tensor:
     """Second-order Heun (trapezoidal) steps; the last step into sigma = 0 is Euler (2n - 1 evaluations)."""

@@ -11,10 +11,10 @@ import torch
 
 from ...errors import InvalidRequestError
 from ..schedules import Schedule
-from .registry import register_sampler, report
+from .registry import builtin_sampler, report
 
 
-@register_sampler("flow_euler")
+@builtin_sampler("flow_euler")
 def sample_flow_euler(model, x, schedule: Schedule, *, callback=None, generator=None) -> torch.Tensor:
     """Deterministic Euler steps on a flow schedule."""
     if schedule.kind != "flow":

@@ -1,4 +1,9 @@
-"""The core's table of samplers and the decorator that fills it."""
+"""The core's table of its own samplers, and the decorator that fills it.
+
+`vidcore.builtins` hands ``BUILTIN_SAMPLERS`` to the ``register_samplers`` hook,
+as any plugin hands over its own; code outside the core registers with
+`vidcore.sampling.register_sampler` (or the hook) instead.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,8 @@ SamplerFn = Callable[..., Any]
 BUILTIN_SAMPLERS: dict[str, SamplerFn] = {}
 
 
-def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
-    """Decorator: ``@register_sampler("mine")`` makes ``Sampler.get("mine")`` return the function."""
+def builtin_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
+    """Decorator for the core's sampler files: ``@builtin_sampler("euler")`` puts it in ``BUILTIN_SAMPLERS``."""
 
     def deco(fn: SamplerFn) -> SamplerFn:
         if name in BUILTIN_SAMPLERS and BUILTIN_SAMPLERS[name] is not fn:

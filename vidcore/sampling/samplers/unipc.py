@@ -10,8 +10,8 @@ last step (``lower_order_final``).
 On a flow schedule this is Wan2.2's default sampler
 (``FlowUniPCMultistepScheduler``), and the scalar arithmetic is theirs: 0-dim
 float32 tensors, the same operation order, the coefficient solve on the
-state's device. Together with the ``wan_flow`` grid, a backend gets the
-official latents (up to where guidance is mixed: see `vidcore.guidance`).
+state's device. Together with the release's own grid (registered by its plugin),
+a backend gets the official latents (up to where guidance is mixed: see `vidcore.guidance`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from ...errors import InvalidRequestError
 from ..schedules import Schedule
 from ._lambdas import Ladder, ladder
-from .registry import register_sampler, report
+from .registry import builtin_sampler, report
 
 
 def _coefficients(lad: Ladder, t: int, s0: int, history: list[int], ms: list[torch.Tensor], variant: str,
@@ -87,7 +87,7 @@ def _correct(x_prev, x_t, model_t, lad, i, ms, order, variant):
     return (base - a_t * b_h * corr).to(x_prev.dtype)
 
 
-@register_sampler("unipc")
+@builtin_sampler("unipc")
 def sample_unipc(model, x, schedule: Schedule, *, callback=None, generator=None, order: int = 2,
                  variant: str = "bh2", lower_order_final: bool = True,
                  disable_corrector: tuple[int, ...] = ()) -> torch.Tensor:
