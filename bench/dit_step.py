@@ -11,7 +11,7 @@ a flow-Euler loop with and without that step cache and reports the speed-up and
 the output's deviation.
 
 Conditions come from the backend's optional ``bench_conditions(request,
-device, dtype) -> dict`` (denoiser keyword arguments); without it, the
+device, dtype) -> Conditions`` (denoiser keyword arguments); without it, the
 encoders are materialised with random weights and ``backend.encode`` is run.
 
     python bench/dit_step.py wan2.2-t2v-a14b hunyuan-t2v [--device cuda] [--dtype bf16] [--repeat 5]
@@ -32,39 +32,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vidcore import plugins
 from vidcore.backend import Inputs
-from vidcore.checkpoints import init_non_persistent
+from vidcore.bench.random_weights import materialise
+from vidcore.bench.timing import matmul_flops
 from vidcore.errors import UnknownNameError
 from vidcore.kernels import benchmark as bm
 from vidcore.request import resolve
 
 
-def materialise(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Random weights for a meta-built module, created directly on ``device`` in ``dtype``."""
-    gen = torch.Generator(device).manual_seed(0)
-    for mod in module.modules():
-        for table in (mod._parameters, mod._buffers):
-            for name, t in list(table.items()):
-                if t is None or not t.is_meta:
-                    continue
-                dt = dtype if t.is_floating_point() else t.dtype
-                new = torch.empty(t.shape, device=device, dtype=dt)
-                if not t.is_floating_point():
-                    new.zero_()
-                elif name == "weight" and t.dim() == 1:
-                    new.fill_(1.0)  # norm scales
-                elif t.dim() <= 1:
-                    new.zero_()
-                else:
-                    new.normal_(0.0, 0.02, generator=gen)
-                table[name] = torch.nn.Parameter(new, requires_grad=False) if name in mod._parameters else new
-    init_non_persistent(module, device)
-    return module.eval()
-
-
 def conditions(backend, comps: dict, req, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    hook = getattr(backend, "bench_conditions", None)
-    if callable(hook):
-        return hook(req, device, dtype)
+    made = backend.bench_conditions(req, device, dtype)
+    if made is not None:
+        return made.cond
     from vidcore.pipeline import backend_encode_components
 
     for name in backend_encode_components(backend, req):
@@ -72,14 +50,6 @@ def conditions(backend, comps: dict, req, device: torch.device, dtype: torch.dty
     with torch.no_grad():
         cond = backend.encode(comps, req, Inputs(), device).cond
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in cond.items()}
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a square matmul measured now (the MFU denominator)."""
-    n = 8192 if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    t = bm.time_fn(lambda: a @ b, device)
-    return 2 * n**3 / (t.median_ms * 1e-3)
 
 
 def _sync(device: torch.device) -> None:
@@ -199,7 +169,7 @@ def main() -> None:
         extra.append((path.stem, mod))
     if extra:
         plugins.reset(extra_plugins=extra)
-    peak = matmul_peak(device, dtype)
+    peak = matmul_flops(device, dtype)
     print(f"device: {bm.device_name(device)}; torch {torch.__version__}; dtype {dtype}; "
           f"matmul peak measured now: {peak / 1e12:.2f} TFLOP/s")
     for name in args.backends:

@@ -37,3 +37,21 @@ def toy_moe_ckpt(tmp_path, toy_registry):
     import toy_backend
 
     return toy_backend.write_checkpoint(toy_backend.TOY_MOE, tmp_path / "toy-moe-ckpt")
+
+
+@pytest.fixture
+def no_load(monkeypatch):
+    """Loading weights fails the test: every case using it must be refused before it."""
+    import vidcore.pipeline
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("weights were loaded for a run that should have been refused first")
+
+    monkeypatch.setattr(vidcore.pipeline, "load", forbidden)
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    d = tmp_path / "outputs"
+    d.mkdir()
+    return d

@@ -29,24 +29,6 @@ def files_in(path):
     return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
 
 
-@pytest.fixture
-def no_load(monkeypatch):
-    """Loading weights fails the test: every case here must be refused before it."""
-    import vidcore.pipeline
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("weights were loaded for an input that should have been refused first")
-
-    monkeypatch.setattr(vidcore.pipeline, "load", forbidden)
-
-
-@pytest.fixture
-def out_dir(tmp_path):
-    d = tmp_path / "outputs"
-    d.mkdir()
-    return d
-
-
 def assert_one_line(code, err, message):
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err

@@ -48,13 +48,6 @@ def test_generate_then_replay_from_record_gives_identical_frames(toy_ckpt, tmp_p
     assert torch.equal(read_video(out)[0], read_video(replay)[0])
 
 
-@pytest.fixture
-def out_dir(tmp_path):
-    d = tmp_path / "outputs"
-    d.mkdir()
-    return d
-
-
 BAD = [
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--sampler", "nope"], "unknown sampler 'nope'"),

@@ -51,24 +51,6 @@ def assert_one_line(code, err, message):
     assert "Traceback" not in err and message in err, err
 
 
-@pytest.fixture
-def no_load(monkeypatch):
-    """Loading weights fails the test: every case here must be refused before it."""
-    import vidcore.pipeline
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("weights were loaded for an output that should have been refused first")
-
-    monkeypatch.setattr(vidcore.pipeline, "load", forbidden)
-
-
-@pytest.fixture
-def out_dir(tmp_path):
-    d = tmp_path / "outputs"
-    d.mkdir()
-    return d
-
-
 def generate(capsys, toy_ckpt, out, *extra):
     return run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--out", str(out),
                "--device", "cpu", "--quiet", *extra)

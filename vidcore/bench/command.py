@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
         get_policy(preset, dtype)  # an unknown preset is one line naming the known ones
     json_path = check_output_path(args.json, suffix=".json", overwrite=args.overwrite) if args.json else None
     case = bd.prepare(args.backend, device=device, dtype=dtype, size=args.size, frames=args.frames)
-    names = bd.expert_names(case)
-    if args.expert is not None and args.expert not in names:
-        raise InvalidRequestError(f"no expert {args.expert!r} in {args.backend}; experts: {', '.join(names)}")
-    expert = args.expert or names[0]
-    params = _params(case, expert)
+    sizes = bd.expert_params(case)
+    if args.expert is not None and args.expert not in sizes:
+        raise InvalidRequestError(f"no expert {args.expert!r} in {args.backend}; experts: {', '.join(sizes)}")
+    expert = args.expert or next(iter(sizes))
+    params = sizes[expert]
     need = params * torch.empty((), dtype=dtype).element_size()
     _check_fits(args.memory, need, device)
     req = case.request
@@ -138,12 +138,6 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(json_path, result, overwrite=args.overwrite)
         _out(f"wrote {json_path}")
     return 2 if failed else 0
-
-
-def _params(case: Any, expert: str) -> int:
-    comps = case.backend.build("meta")
-    chosen = next(e for e in case.backend.experts(comps, case.request) if e.name == expert)
-    return sum(p.numel() for p in comps[chosen.component].parameters())
 
 
 def _check_fits(presets: list[str], need: int, device: Any) -> None:

@@ -43,8 +43,6 @@ class Case:
     conditions: Conditions
     device: torch.device
     dtype: torch.dtype
-    tokens: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,20 +76,14 @@ def prepare(backend_name: str, *, device: torch.device, dtype: torch.dtype, size
     if conds is None:
         raise BenchError(f"backend {backend_name!r} cannot be benchmarked without its encoders: it does not "
                          "implement Backend.bench_conditions")
-    lat = backend.latent_shape(req)
-    return Case(backend, req, conds, device, dtype, tokens=_tokens(lat))
+    return Case(backend, req, conds, device, dtype)
 
 
-def _tokens(latent_shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in latent_shape[1:]:
-        n *= d
-    return n // 4  # a 1x2x2 patch: every backend here patchifies so; only used for labels
-
-
-def expert_names(case: Case) -> list[str]:
+def expert_params(case: Case) -> dict[str, int]:
+    """Each expert's parameter count, high noise first (one meta build)."""
     comps = case.backend.build("meta")
-    return [e.name for e in case.backend.experts(comps, case.request)]
+    return {e.name: sum(p.numel() for p in comps[e.component].parameters())
+            for e in case.backend.experts(comps, case.request)}
 
 
 def build_expert(case: Case, expert: str | None, weight_dtype: torch.dtype | None = None

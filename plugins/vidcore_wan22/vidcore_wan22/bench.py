@@ -53,11 +53,9 @@ def diffusers_reference(p: DiTParams, module: WanModel, device: torch.device,
     state = {keymaps.dit_to_diffusers(k): v for k, v in module.state_dict().items()}
     ref.load_state_dict(state, strict=True, assign=True)
     as_loaded(ref, device, dtype)
-    tokens_per_frame = None
 
     def network(x: torch.Tensor, t: torch.Tensor, *, context: torch.Tensor, y: torch.Tensor | None = None,
                 first_frame: torch.Tensor | None = None) -> torch.Tensor:
-        nonlocal tokens_per_frame
         ts = t.to(torch.float32)
         if first_frame is not None:  # TI2V: frame 0 pinned to the image latent, its tokens at t = 0
             x = x.clone()
