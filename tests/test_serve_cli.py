@@ -46,7 +46,8 @@ def test_the_key_may_come_from_the_environment(capsys, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--store", "postgresql://user:secret@db/jobs"], "PostgreSQL job stores are not available yet"),
+    (["--store", "postgresql://user:secret@127.0.0.1:1/jobs"],
+     "cannot use job store 'postgresql://user:***@127.0.0.1:1/jobs' ("),
     (["--store", "redis://x"], "is not a store URL vidcore knows"),
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--memory", "nope"], "unknown memory preset 'nope'"),

@@ -37,7 +37,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", metavar="D", help="weight dtype: fp32, bf16 or fp16")
     p.add_argument("--device", action="append", metavar="DEV", help="a worker's device (repeatable; default: one "
                    "worker per visible GPU, or one on the CPU)")
-    p.add_argument("--store", metavar="URL", help="job store: sqlite:///PATH (default: jobs.sqlite3 under --out)")
+    p.add_argument("--store", metavar="URL", help="job store: sqlite:///PATH (default: jobs.sqlite3 under --out), "
+                   "or postgresql://USER@HOST:PORT/DB to share one queue between servers")
     p.add_argument("--api-key", metavar="KEY", help="require Authorization: Bearer KEY (default: $VIDCORE_API_KEY; "
                    "prefer the variable: flags show in the process list)")
     p.add_argument("--out", metavar="DIR", default="vidcore-serve", help="videos, run records, uploads and the "

@@ -17,10 +17,10 @@ from starlette.exceptions import HTTPException
 
 from ..errors import VidcoreError
 from .limits import BodyTooLarge, too_large
-from .store import QueueFull
+from .store import QueueFull, StoreUnavailable
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-         405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+         405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
 class ApiError(Exception):
@@ -54,6 +54,10 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
     @app.exception_handler(QueueFull)
     async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
         return error_response(429, str(exc), code="queue_full", headers={"Retry-After": "10"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(503, str(exc), code="store_unavailable", headers={"Retry-After": "5"})
 
     @app.exception_handler(VidcoreError)
     async def invalid(request: Request, exc: VidcoreError) -> JSONResponse:

@@ -3,7 +3,9 @@
 Building a `Server` does every check that can fail in one line (names, the
 API key rule, ``--out``, the store and its lock) and loads nothing; `start`
 requeues what a dead server left in progress, cleans the debris of killed
-writes and starts one worker per device, which load their pipelines.
+writes and starts one worker per device, which load their pipelines. On a
+store shared by several servers a thread keeps requeueing the jobs of servers
+that die meanwhile (every ``store.recover_interval`` seconds).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..plugins import get_backend
 from .config import ServeConfig
 from .files import make_folders
 from .metrics import Metrics
-from .store import open_store
+from .store import StoreUnavailable, open_store
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ class Server:
         self.workers: list[Worker] = []
         self.metrics = Metrics(self.store, lambda: self.workers)
         self.started_at = int(time.time())
+        self._stopping = threading.Event()
+        self._janitor: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
@@ -51,6 +55,20 @@ class Server:
                         for i, device in enumerate(self.devices)]
         for w in self.workers:
             w.start()
+        if self.store.recover_interval:
+            self._janitor = threading.Thread(target=self._recover_while_running, name="vidcore-recover", daemon=True)
+            self._janitor.start()
+
+    def _recover_while_running(self) -> None:
+        while not self._stopping.wait(self.store.recover_interval):
+            try:
+                recovered = self.store.recover()
+            except StoreUnavailable as exc:
+                log.warning("cannot look for the jobs of stopped servers: %s", exc)
+                continue
+            if recovered:
+                log.info("requeued %d job(s) of a server that stopped: %s", len(recovered), ", ".join(recovered))
+                self.wake.set()
 
     def cancel(self, job_id: str) -> None:
         for w in self.workers:
@@ -58,6 +76,9 @@ class Server:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the workers (a running job goes back to the queue) and close the store."""
+        self._stopping.set()
+        if self._janitor is not None:
+            self._janitor.join(timeout)
         for w in self.workers:
             w.stop()
         for w in self.workers:

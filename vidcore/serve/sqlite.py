@@ -5,8 +5,8 @@ so a job `add` returned survives a kill -9 and a power cut, and a claim is
 atomic between the server's threads. The server holds the file's claim
 (`vidcore.fileio.claim`, an ``flock`` the kernel drops when the process dies)
 for as long as the store is open, so a second server on the same file is
-refused, and any job still in progress when the store opens belonged to a
-server that is gone: `recover` requeues it.
+refused, and any job in progress that this store did not hand out belonged to
+a server that is gone: `recover` requeues it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ class SQLiteStore(JobStore):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        #: (id, attempt) of the claims this store handed out: its own server's, alive
+        self._claimed: set[tuple[str, int]] = set()
         try:
             db = self._db()
             db.executescript(SCHEMA)
@@ -157,6 +159,8 @@ class SQLiteStore(JobStore):
                        "progress = 0 WHERE id = ?", (owner, int(time.time()), row["id"]))
             job = Job.from_row(db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (row["id"],)).fetchone())
             self._event(db, job.id, "started", job.attempts)
+        with self._lock:
+            self._claimed.add((job.id, job.attempts))
         return job
 
     def _update_attempt(self, job_id: str, attempt: int, sets: str, args: list[Any], kind: str | None) -> bool:
@@ -195,11 +199,15 @@ class SQLiteStore(JobStore):
         return {**dict.fromkeys(STATES, 0), **{r[0]: r[1] for r in rows}}
 
     def recover(self) -> list[str]:
-        # we hold the file's claim, so no other live server writes here: every in_progress job is orphaned
+        # we hold the file's claim, so no other live server writes here: a job in progress that we did not
+        # hand out is orphaned
+        with self._lock:
+            ours = set(self._claimed)
         with self._write() as db:
-            rows = db.execute("SELECT id, attempts FROM jobs WHERE status = 'in_progress'").fetchall()
-            db.execute("UPDATE jobs SET status = 'queued', owner = NULL, progress = 0 WHERE status = 'in_progress'")
+            rows = [r for r in db.execute("SELECT id, attempts FROM jobs WHERE status = 'in_progress' ORDER BY seq")
+                    if (r["id"], r["attempts"]) not in ours]
             for r in rows:
+                db.execute("UPDATE jobs SET status = 'queued', owner = NULL, progress = 0 WHERE id = ?", (r["id"],))
                 self._event(db, r["id"], "recovered", r["attempts"])
         return [r["id"] for r in rows]
 

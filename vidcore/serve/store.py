@@ -8,15 +8,24 @@ and `JobStore.recover` requeued it) can no longer change it. Deleting a job
 removes its row whatever its state; the worker running it notices at its next
 write, which fails.
 
-Implementations: `vidcore.serve.sqlite.SQLiteStore` (one file, one server).
-A PostgreSQL store for several servers on several hosts claims with
-``SELECT ... FOR UPDATE SKIP LOCKED`` behind the same methods.
+A worker's claim lasts as long as its server lives. How a store tells a dead
+server's jobs from a live one's is its own business: the SQLite store is held
+by one server (an ``flock``), so what was in progress when it opened is
+orphaned; the PostgreSQL store, shared by several servers, gives each claim a
+lease its server renews, and a job whose lease ran out is orphaned.
+`JobStore.recover` requeues orphaned jobs and is safe to call at any time; a
+store with a ``recover_interval`` wants the server to call it that often.
+
+Implementations: `vidcore.serve.sqlite.SQLiteStore` (one file, one server) and
+`vidcore.serve.postgres.PostgresStore` (one database, several servers on
+several hosts; claims with ``SELECT ... FOR UPDATE SKIP LOCKED``).
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +42,10 @@ class QueueFull(VidcoreError):
 
 class StoreError(VidcoreError):
     """A store URL that cannot be used, or a store another server holds."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached right now (a database restarting, the network); retry later (HTTP 503)."""
 
 
 @dataclass
@@ -75,6 +88,9 @@ ROW_FIELDS = ("id", "model", "prompt", "request", "size", "seconds", "created_at
 class JobStore(abc.ABC):
     """Durable jobs: a job `add` returned is never lost, and each runs to completion at most once."""
 
+    #: seconds between the server's calls of `recover` while it runs; None: only at start
+    recover_interval: float | None = None
+
     @abc.abstractmethod
     def add(self, job: Job, *, max_queued: int) -> Job:
         """Store a new queued job, or raise `QueueFull` when ``max_queued`` jobs already wait (checked atomically)."""
@@ -112,7 +128,10 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def recover(self) -> list[str]:
-        """Requeue the in_progress jobs whose workers are gone (after a crash); returns their ids."""
+        """Requeue the in_progress jobs whose servers are gone (crashed, killed); returns their ids.
+
+        Never touches a job a live server runs, so it may be called at any time.
+        """
 
     @abc.abstractmethod
     def events(self, job_id: str) -> list[dict[str, Any]]:
@@ -123,8 +142,10 @@ class JobStore(abc.ABC):
 
 
 def open_store(url: str | None, out: Path) -> JobStore:
-    """The store a ``--store`` URL names: ``sqlite:///relative.db``, ``sqlite:////absolute.db``; default under ``out``.
+    """The store a ``--store`` URL names; the default is a SQLite file under ``out``.
 
+    ``sqlite:///relative.db``, ``sqlite:////absolute.db``, or
+    ``postgresql://user@host:port/db`` (libpq's URL, its options included).
     Raises `StoreError` in one line for URLs that cannot be used.
     """
     from .sqlite import SQLiteStore
@@ -132,16 +153,29 @@ def open_store(url: str | None, out: Path) -> JobStore:
     if url is None:
         return SQLiteStore(out / "jobs.sqlite3")
     if not isinstance(url, str) or not url.strip():
-        raise StoreError("--store needs a URL, e.g. sqlite:///jobs.sqlite3")
+        raise StoreError("--store needs a URL, e.g. sqlite:///jobs.sqlite3 or postgresql://user@host/db")
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if scheme in ("postgresql", "postgres") and sep:
-        raise StoreError("PostgreSQL job stores are not available yet; use --store sqlite:///PATH (or leave "
-                         "--store out for a file under --out)")
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
     if scheme != "sqlite" or not sep or not rest.startswith("/") or rest == "/":
-        raise StoreError(f"--store {url[:80]!r} is not a store URL vidcore knows; use sqlite:///relative/path.db "
-                         "or sqlite:////absolute/path.db")
+        raise StoreError(f"--store {redact(url)[:80]!r} is not a store URL vidcore knows; use sqlite:///relative/"
+                         "path.db, sqlite:////absolute/path.db or postgresql://user@host:port/database")
     path = Path(rest[1:])
     if "?" in rest or "#" in rest:
         raise StoreError(f"--store {url[:80]!r} has query options; give only the file, e.g. sqlite:///jobs.sqlite3")
     return SQLiteStore(path)
+
+
+def redact(url: str) -> str:
+    """``url`` without the password it may carry (``scheme://user:***@host``, ``password=***``), for messages."""
+    url = re.sub(r"(?i)(\bpassword=)[^&\s]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    if not sep or "@" not in authority:
+        return url
+    credentials, _, host = authority.rpartition("@")
+    user, colon, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}{slash}{tail}"

@@ -8,6 +8,7 @@ made here; files are found by id only (`vidcore.serve.files.JobFiles`).
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -119,6 +120,10 @@ def router(server: Server) -> APIRouter:
                            "completed", code="not_ready")
         path = JobFiles(out, job.id).video
         if not path.is_file():
+            maker = (job.owner or "").split(":")[0]
+            if store.recover_interval is not None and maker and maker != socket.gethostname():
+                raise ApiError(404, f"the file of video {job.id!r} is not in this server's --out (host {maker[:80]} "
+                               "made it); servers that share a job store need one shared --out", code="not_found")
             raise ApiError(404, f"the file of video {job.id!r} is gone from the server", code="not_found")
         return FileResponse(path, media_type="video/mp4", filename=f"{job.id}.mp4")
 

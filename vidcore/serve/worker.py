@@ -6,7 +6,10 @@ marked completed, so no job runs twice to completion; otherwise it runs the
 pipeline with a step callback that reports progress and raises `Cancelled`
 when the job is deleted or the server stops, and saves the video and its
 record atomically under ``--out``. A deleted job's files are removed; a job
-the server stops in the middle goes back to the queue.
+the server stops in the middle goes back to the queue. A job taken back from
+this worker (its lease ran out on a shared store and another server runs it
+now) is dropped, its files left to the attempt that holds it. While the store
+cannot be reached the worker waits and tries again.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from ..request import Request, load_inputs
 from .config import ServeConfig
 from .files import JobFiles
 from .metrics import Metrics
-from .store import Job, JobStore
+from .store import Job, JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.25
+RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 
 def error_of(exc: BaseException) -> dict[str, str]:
@@ -95,7 +99,12 @@ class Worker(threading.Thread):
         log.info("worker on %s ready (%s)", self.device, ", ".join(self.pipes))
         try:
             while not self._stopping.is_set():
-                job = self.store.claim(self.owner, self.pipes)
+                try:
+                    job = self.store.claim(self.owner, self.pipes)
+                except StoreUnavailable as exc:
+                    log.warning("worker on %s: %s", self.device, exc)
+                    self._stopping.wait(RETRY_S[-1])
+                    continue
                 if job is None:
                     self.wake.wait(0.5)
                     self.wake.clear()
@@ -132,20 +141,26 @@ class Worker(threading.Thread):
             progress = min(99, int(100 * (int(info["i"]) + 1) / req.steps))
             if progress != shown[0] and now - shown[1] >= PROGRESS_EVERY_S:
                 shown[:] = progress, now
-                if not self.store.set_progress(job.id, job.attempts, progress):
+                try:
+                    held = self.store.set_progress(job.id, job.attempts, progress)
+                except StoreUnavailable:
+                    held = True  # only the progress shown waits; the lease says whether the job is still ours
+                if not held:
                     raise Cancelled()  # deleted (or taken back) meanwhile
 
         try:
             req = Request.from_dict(job.request, source=f"job {job.id}")
             backend = self.backends[model]
             video = self.pipes[model].run(req, load_inputs(backend, req), callback=on_step, progress=False)
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._holds(job):
                 raise Cancelled()
             video.save(files.video, overwrite=True)
         except Cancelled:
             if self._stopping.is_set() and job.id not in self._cancelled:
-                self.store.requeue(job.id, job.attempts)
-                log.info("job %s: stopped by shutdown; back in the queue", job.id)
+                self._requeue(job)
+            elif job.id not in self._cancelled and self._taken_back(job):
+                log.warning("job %s: attempt %d was taken back (its lease ran out); another server runs it",
+                            job.id, job.attempts)
             else:
                 files.remove_all()
                 self.metrics.finished.labels("cancelled").inc()
@@ -161,9 +176,45 @@ class Worker(threading.Thread):
         self._settle(job, files, None, "completed")
 
     def _settle(self, job: Job, files: JobFiles, error: dict[str, str] | None, outcome: str) -> None:
-        if self.store.finish(job.id, job.attempts, error=error):
+        for wait in (*RETRY_S, None):
+            try:
+                finished = self.store.finish(job.id, job.attempts, error=error)
+                break
+            except StoreUnavailable as exc:
+                if wait is None or self._stopping.is_set():
+                    log.error("job %s: cannot record that it is %s (%s); its lease runs out and it runs again",
+                              job.id, outcome, exc)
+                    return
+                log.warning("job %s: %s; trying again in %g s", job.id, exc, wait)
+                self._stopping.wait(wait)
+        if finished:
             self.metrics.finished.labels(outcome).inc()
             log.info("job %s: %s", job.id, outcome)
+        elif self._taken_back(job):  # another attempt holds it now: its files are that attempt's
+            log.warning("job %s: attempt %d was taken back before it was recorded", job.id, job.attempts)
         else:  # deleted while it ran: nothing of it stays
             files.remove_all()
             self.metrics.finished.labels("cancelled").inc()
+
+    def _holds(self, job: Job) -> bool:
+        """Whether this worker's attempt still holds the job (before writing its video)."""
+        try:
+            now = self.store.get(job.id)
+        except StoreUnavailable:
+            return True  # writing is safe: the video is named by the id and saved atomically, finish is fenced
+        return now is not None and now.status == "in_progress" and now.attempts == job.attempts
+
+    def _taken_back(self, job: Job) -> bool:
+        """The job is still in the store, under another attempt (not deleted); unknown counts as taken back."""
+        try:
+            return self.store.get(job.id) is not None
+        except StoreUnavailable:
+            return True
+
+    def _requeue(self, job: Job) -> None:
+        try:
+            if self.store.requeue(job.id, job.attempts):
+                log.info("job %s: stopped by shutdown; back in the queue", job.id)
+        except StoreUnavailable as exc:
+            log.warning("job %s: stopped by shutdown; %s; it goes back to the queue when its lease runs out",
+                        job.id, exc)
