@@ -111,19 +111,20 @@ def test_unknown_and_misshaped_keys_are_reported_by_name_in_one_line():
     sd["diffusion_model.blocks.9.fc1.lora_B.weight"] = torch.zeros(16, 3, dtype=torch.float64)
     sd["diffusion_model.blocks.1.fc2.lora_A.weight"] = torch.zeros(3, 7, dtype=torch.float64)  # fc2 takes 16
     sd["diffusion_model.blocks.1.fc2.lora_B.weight"] = torch.zeros(8, 3, dtype=torch.float64)
-    sd["diffusion_model.blocks.0.norm.diff_b"] = torch.zeros(8, dtype=torch.float64)
+    sd["diffusion_model.blocks.0.fc1.hada_w1_a"] = torch.zeros(8, 2, dtype=torch.float64)  # LoHa: not ours
     with pytest.raises(CheckpointError) as err:
         apply_lora(model, sd, mode="merge", source="LoRA 'x.safetensors'")
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("LoRA 'x.safetensors' does not fit")
-    assert "diffusion_model.blocks.0.norm.diff_b" in msg
-    assert "no linear layer for diffusion_model.blocks.9.fc1" in msg
-    assert "diffusion_model.blocks.1.fc2 maps 7->8 features but blocks.1.fc2 is 16->8" in msg
+    assert "1 key is no LoRA tensor of a known kind (diffusion_model.blocks.0.fc1.hada_w1_a)" in msg
+    assert "2 of 15 keys match no layer of this model (diffusion_model.blocks.9.fc1.lora_A.weight, " in msg
+    assert "diffusion_model.blocks.1.fc2 takes 7 features but blocks.1.fc2 takes 16" in msg
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing applied
     # non-strict: the good layers are applied, the rest skipped
-    layers = parse_lora(sd, model, strict=False)
-    assert sorted(layer.target for layer in layers) == sorted(TARGETS)
-    with pytest.raises(CheckpointError, match="adapts no linear layer"):
+    plan = parse_lora(sd, model, strict=False)
+    assert sorted(layer.target for layer in plan.layers) == sorted(TARGETS) and not plan.deltas
+    assert (plan.keys, plan.matched) == (15, 10)
+    with pytest.raises(CheckpointError, match="matches nothing in this model"):
         apply_lora(model, {"x.lora_A.weight": torch.zeros(1, 1)}, strict=False)
     with pytest.raises(CheckpointError, match="blocks.0.fc1 has no lora_B/lora_up weight"):
         apply_lora(model, {"blocks.0.fc1.lora_A.weight": torch.zeros(2, 8)})

@@ -1,6 +1,7 @@
-"""LoRA adapters for any backend's linear layers (diffusers/PEFT and kohya files; merged or on the fly)."""
+"""LoRA adapters for any backend (PEFT/diffusers, kohya/ComfyUI, musubi, LightX2V files; merged or on the fly)."""
 
-from .apply import LoraHandle, apply_lora, apply_lora_to
-from .formats import LoraLayer, parse_lora, read_lora_file
+from .apply import LoraHandle, apply_lora, apply_lora_to, apply_plan, remove_lora_from
+from .formats import LoraLayer, LoraPlan, ParamDelta, Rows, parse_lora, read_lora_file
 
-__all__ = ["LoraHandle", "LoraLayer", "apply_lora", "apply_lora_to", "parse_lora", "read_lora_file"]
+__all__ = ["LoraHandle", "LoraLayer", "LoraPlan", "ParamDelta", "Rows", "apply_lora", "apply_lora_to", "apply_plan",
+           "parse_lora", "read_lora_file", "remove_lora_from"]
