@@ -125,7 +125,7 @@ def test_unknown_and_misshaped_keys_are_reported_by_name_in_one_line():
     assert sorted(layer.target for layer in plan.layers) == sorted(TARGETS) and not plan.deltas
     assert (plan.keys, plan.matched) == (15, 10)
     with pytest.raises(CheckpointError, match="matches nothing in this model"):
-        apply_lora(model, {"x.lora_A.weight": torch.zeros(1, 1)}, strict=False)
+        apply_lora(model, {"x.lora_A.weight": torch.zeros(1, 1), "x.lora_B.weight": torch.zeros(1, 1)}, strict=False)
     with pytest.raises(CheckpointError, match="blocks.0.fc1 has no lora_B/lora_up weight"):
         apply_lora(model, {"blocks.0.fc1.lora_A.weight": torch.zeros(2, 8)})
 

@@ -359,7 +359,7 @@ def parse_lora(state: Mapping[str, torch.Tensor], module: nn.Module, *, source: 
         messages.append(f"{len(unmatched)} of {total} keys {match} no layer of this model ({_list(unmatched)})")
     if problems:
         messages.append(_list(problems, 2))
-    if not lowrank and not dense:
+    if not lowrank and not dense and not problems:
         shown = _list(sorted(state), 2) if state else "no tensors"
         raise CheckpointError(f"{source} matches nothing in this model ({total} keys, e.g. {shown}); check that it "
                               "is for this model (and, for a model with several experts, this one: PATH@COMPONENT)")
@@ -368,6 +368,8 @@ def parse_lora(state: Mapping[str, torch.Tensor], module: nn.Module, *, source: 
         if strict:
             raise CheckpointError(text + "; check the file is for this model (strict=False skips what does not fit)")
         log.warning("%s; skipped", text)
+    if not lowrank and not dense:
+        raise CheckpointError(f"{source} changes nothing in this model: " + "; ".join(messages))
     layers = [_combine_lowrank(target, entries, modules[target]) for target, entries in lowrank.items()]
     deltas = [_combine_dense(target, entries, names.params[target]) for target, entries in dense.items()]
     return LoraPlan(layers, deltas, keys=total, matched=len(set(used)))
