@@ -43,14 +43,10 @@ def _module(n_layers: int, device: str):
     return Big()
 
 
-def _backend():
-    from vidcore.backend import Backend, CheckpointLayout
+def _layout():
+    from vidcore.checkpoints import CheckpointLayout
 
-    class BenchBackend(Backend):
-        name = "bench-load"
-        layout = CheckpointLayout(repo_id=None, files={"denoiser": ("model.safetensors",)})
-
-    return BenchBackend()
+    return CheckpointLayout(repo_id=None, files={"denoiser": ("model.safetensors",)})
 
 
 def write_checkpoint(path: Path, n_layers: int) -> int:
@@ -88,7 +84,7 @@ def child(folder: Path, n_layers: int, mode: str) -> None:
     module = _module(n_layers, "meta")
     if mode.startswith("vidcore"):
         dtype = torch.float16 if mode.endswith("fp16") else torch.bfloat16
-        load_component(_backend(), "denoiser", module, folder, device="cpu", dtype=dtype)
+        load_component(_layout(), "denoiser", module, folder, device="cpu", dtype=dtype, name="bench-load")
     else:
         from safetensors.torch import load_file
 

@@ -16,7 +16,6 @@ from torch import nn
 from vidcore.backend import CheckpointLayout
 from vidcore.checkpoints import (
     TensorInfo,
-    component_files,
     fingerprint,
     load_component,
     read_header,
@@ -30,11 +29,20 @@ except ImportError:  # tests/ imported as a package
     from tests.fakehub import TinyBackend, reference_weights, sharded_layout, single_layout, write_checkpoint
 
 
+def _load_into(backend, comp, module, folder, dtype=None):
+    load_component(backend.layout, comp, module, folder, key_map=backend.key_map, name=backend.name, device="cpu",
+                   dtype=dtype)
+
+
 def _load(backend, folder, dtype=None):
     mods = backend.build("meta")
     for comp, m in mods.items():
-        load_component(backend, comp, m, folder, device="cpu", dtype=dtype)
+        _load_into(backend, comp, m, folder, dtype)
     return mods
+
+
+def _fingerprint(backend, folder):
+    return fingerprint(backend.layout, folder, name=backend.name)
 
 
 def _assert_weights(mods, weights, dtype=None):
@@ -57,17 +65,17 @@ def _one_line(e: BaseException) -> str:
 def test_component_files_single_and_sharded(tmp_path):
     b = TinyBackend()
     write_checkpoint(b, tmp_path / "one", reference_weights(b))
-    assert component_files(b, tmp_path / "one", "denoiser") == [tmp_path / "one" / "denoiser.safetensors"]
-    assert component_files(b, tmp_path / "one", "vae") == [tmp_path / "one" / "vae.pth"]
+    assert b.checkpoint_files(tmp_path / "one", "denoiser") == [tmp_path / "one" / "denoiser.safetensors"]
+    assert b.checkpoint_files(tmp_path / "one", "vae") == [tmp_path / "one" / "vae.pth"]
 
     s = TinyBackend(sharded_layout())
     write_checkpoint(s, tmp_path / "sh", reference_weights(s), shards=3)
-    files = component_files(s, tmp_path / "sh", "denoiser")
+    files = s.checkpoint_files(tmp_path / "sh", "denoiser")
     # the index resolves to its shards, once each, even though the shard glob also matches them
     assert [f.name for f in files] == [f"diffusion_pytorch_model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     # a file beside the index that the index does not name (another precision, a leftover) is not ours
     save_file({"head.weight": torch.zeros(1)}, str(tmp_path / "sh" / "denoiser" / "stray.fp16.safetensors"))
-    assert component_files(s, tmp_path / "sh", "denoiser") == files
+    assert s.checkpoint_files(tmp_path / "sh", "denoiser") == files
 
 
 def test_component_files_missing_are_named_with_the_fix(tmp_path):
@@ -75,23 +83,23 @@ def test_component_files_missing_are_named_with_the_fix(tmp_path):
     write_checkpoint(b, tmp_path, reference_weights(b))
     (tmp_path / "vae.pth").unlink()
     with pytest.raises(CheckpointError) as err:
-        component_files(b, tmp_path, "vae")
+        b.checkpoint_files(tmp_path, "vae")
     msg = _one_line(err.value)
     assert "vae.pth" in msg and f"vidcore download tiny-test --dir {tmp_path}" in msg and "vidcore verify" in msg
 
     with pytest.raises(CheckpointError, match="does not exist"):
-        component_files(b, tmp_path / "nope", "vae")
+        b.checkpoint_files(tmp_path / "nope", "vae")
 
     s = TinyBackend(sharded_layout())
     write_checkpoint(s, tmp_path / "sh", reference_weights(s), shards=2)
     (tmp_path / "sh" / "denoiser" / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError) as err:
-        component_files(s, tmp_path / "sh", "denoiser")
+        s.checkpoint_files(tmp_path / "sh", "denoiser")
     assert "diffusion_pytorch_model-00002-of-00002.safetensors" in _one_line(err.value)
     # a glob that matches nothing at all
     (tmp_path / "sh" / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"vae/\*\.safetensors"):
-        component_files(s, tmp_path / "sh", "vae")
+        s.checkpoint_files(tmp_path / "sh", "vae")
 
 
 INDEX = "denoiser/diffusion_pytorch_model.safetensors.index.json"
@@ -115,9 +123,9 @@ def _sharded_with_entry(folder: Path, entry) -> tuple[TinyBackend, Path]:
 def test_shard_index_entries_must_name_files_inside_the_folder(tmp_path, entry, monkeypatch):
     s, index = _sharded_with_entry(tmp_path / "ckpt", entry)
     opened = []
-    monkeypatch.setattr("vidcore.checkpoints._SafetensorsFile.__init__", lambda self, p, *a: opened.append(p))
+    monkeypatch.setattr("vidcore.checkpoints.SafetensorsFile.__init__", lambda self, p, *a: opened.append(p))
     with pytest.raises(CheckpointError) as err:
-        component_files(s, tmp_path / "ckpt", "denoiser")
+        s.checkpoint_files(tmp_path / "ckpt", "denoiser")
     msg = _one_line(err.value)
     assert str(index) in msg and "download it again" in msg
     assert (json.dumps(entry)[:20] if not isinstance(entry, str) else repr(entry)) in msg
@@ -127,7 +135,7 @@ def test_shard_index_entries_must_name_files_inside_the_folder(tmp_path, entry, 
 def test_shard_index_entry_inside_the_folder_may_climb_back(tmp_path):
     # "../denoiser/x" from denoiser/ stays inside the checkpoint folder: allowed, and normalised
     s, _ = _sharded_with_entry(tmp_path, f"../denoiser/{SHARD}")
-    files = component_files(s, tmp_path, "denoiser")
+    files = s.checkpoint_files(tmp_path, "denoiser")
     assert tmp_path / "denoiser" / SHARD in files and all(".." not in f.parts for f in files)
 
 
@@ -138,19 +146,19 @@ def test_shard_index_entry_through_a_symlink_out_of_the_folder(tmp_path):
     s, index = _sharded_with_entry(tmp_path / "ckpt", f"link/{SHARD}")
     (tmp_path / "ckpt" / "denoiser" / "link").symlink_to(outside, target_is_directory=True)
     with pytest.raises(CheckpointError) as err:
-        component_files(s, tmp_path / "ckpt", "denoiser")
+        s.checkpoint_files(tmp_path / "ckpt", "denoiser")
     assert "symlink" in _one_line(err.value) and str(index) in str(err.value)
     # a symlink that stays inside is fine, and so is a shard file that is itself a link (as in the HF cache)
     (tmp_path / "ckpt" / "denoiser" / "link").unlink()
     (tmp_path / "ckpt" / "denoiser" / "link").symlink_to(tmp_path / "ckpt" / "denoiser", target_is_directory=True)
-    assert tmp_path / "ckpt" / "denoiser" / "link" / SHARD in component_files(s, tmp_path / "ckpt", "denoiser")
+    assert tmp_path / "ckpt" / "denoiser" / "link" / SHARD in s.checkpoint_files(tmp_path / "ckpt", "denoiser")
     blob = tmp_path / "blobs" / "abc"
     blob.parent.mkdir()
     (tmp_path / "ckpt" / "denoiser" / SHARD).rename(blob)
     (tmp_path / "ckpt" / "denoiser" / SHARD).symlink_to(blob)
     (tmp_path / "ckpt" / "denoiser" / "link").unlink()
     index.write_text(index.read_text().replace(f"link/{SHARD}", SHARD))
-    assert tmp_path / "ckpt" / "denoiser" / SHARD in component_files(s, tmp_path / "ckpt", "denoiser")
+    assert tmp_path / "ckpt" / "denoiser" / SHARD in s.checkpoint_files(tmp_path / "ckpt", "denoiser")
 
 
 @pytest.mark.parametrize("entry", ["/etc/passwd", "../../etc/passwd", 7])
@@ -173,7 +181,7 @@ def test_malformed_shard_index_is_one_line(tmp_path, content):
     s, index = _sharded_with_entry(tmp_path, SHARD)
     index.write_text(content)
     with pytest.raises(CheckpointError) as err:
-        component_files(s, tmp_path, "denoiser")
+        s.checkpoint_files(tmp_path, "denoiser")
     assert str(index) in _one_line(err.value)
 
 
@@ -278,7 +286,7 @@ def test_strict_mismatch_fails_before_any_tensor_is_loaded(tmp_path, problem):
     save_file(sd, str(tmp_path / "denoiser.safetensors"))
     mods = b.build("meta")
     with pytest.raises(CheckpointError) as err:
-        load_component(b, "denoiser", mods["denoiser"], tmp_path, device="cpu", dtype=None)
+        _load_into(b, "denoiser", mods["denoiser"], tmp_path, None)
     msg = _one_line(err.value)
     expect = {"missing": ["2 missing", "blocks.1.fc.bias", "head.weight"],
               "unexpected": ["1 unexpected", "blocks.7.fc.weight"],
@@ -305,7 +313,7 @@ def test_tied_weights_load_once_and_stay_tied(tmp_path):
     w = torch.randn(6, 4)
     save_file({"embed.weight": w}, str(tmp_path / "tied.safetensors"))
     m = b.build("meta")["denoiser"]
-    load_component(b, "denoiser", m, tmp_path, device="cpu", dtype=torch.float16)
+    _load_into(b, "denoiser", m, tmp_path, torch.float16)
     assert m.head.weight is m.embed.weight and torch.equal(m.embed.weight, w.half())
 
 
@@ -323,7 +331,7 @@ def test_forgotten_non_persistent_buffer_is_a_clear_error(tmp_path):
     b = B(CheckpointLayout(repo_id=None, files={"denoiser": ("d.safetensors",)}))
     save_file({k: v.contiguous() for k, v in NoHook("cpu").state_dict().items()}, str(tmp_path / "d.safetensors"))
     with pytest.raises(RuntimeError, match="init_non_persistent"):
-        load_component(b, "denoiser", b.build("meta")["denoiser"], tmp_path, device="cpu", dtype=None)
+        _load_into(b, "denoiser", b.build("meta")["denoiser"], tmp_path, None)
 
 
 # -- unsafe and damaged files -----------------------------------------------------------------
@@ -434,7 +442,7 @@ def test_fingerprint_hashes_headers_not_data(tmp_path):
     b = TinyBackend()
     weights = reference_weights(b)
     write_checkpoint(b, tmp_path, weights)
-    fp = fingerprint(b, tmp_path)
+    fp = _fingerprint(b, tmp_path)
     assert set(fp) == {"denoiser.safetensors", "vae.pth", "config.json"}
     raw = (tmp_path / "denoiser.safetensors").read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -443,29 +451,29 @@ def test_fingerprint_hashes_headers_not_data(tmp_path):
     assert fp["vae.pth"]["sha256"] == hashlib.sha256((tmp_path / "vae.pth").read_bytes()).hexdigest()
     # same names and shapes, other values: the header (and so the fingerprint) is the same by design
     write_checkpoint(b, tmp_path / "other", reference_weights(b, seed=5))
-    assert fingerprint(b, tmp_path / "other")["denoiser.safetensors"] == fp["denoiser.safetensors"]
+    assert _fingerprint(b, tmp_path / "other")["denoiser.safetensors"] == fp["denoiser.safetensors"]
     # a different tensor set changes it
     fewer = {k: v for k, v in weights["denoiser"].items() if k != "head.bias"}
     save_file(fewer, str(tmp_path / "denoiser.safetensors"))
-    assert fingerprint(b, tmp_path)["denoiser.safetensors"]["sha256"] != fp["denoiser.safetensors"]["sha256"]
+    assert _fingerprint(b, tmp_path)["denoiser.safetensors"]["sha256"] != fp["denoiser.safetensors"]["sha256"]
 
 
 def test_fingerprint_of_large_pickle_reads_its_ends(tmp_path):
     layout = CheckpointLayout(repo_id=None, files={"vae": ("big.pth",)})
     b = TinyBackend(layout)
     torch.save({"w": torch.zeros(1024, 1024)}, tmp_path / "big.pth")  # 4 MiB
-    first = fingerprint(b, tmp_path)["big.pth"]
+    first = _fingerprint(b, tmp_path)["big.pth"]
     assert first["hashed"] == "first+last MiB" and first["size"] == (tmp_path / "big.pth").stat().st_size
     data = bytearray((tmp_path / "big.pth").read_bytes())
     data[-1] ^= 0xFF
     (tmp_path / "big.pth").write_bytes(bytes(data))
-    assert fingerprint(b, tmp_path)["big.pth"]["sha256"] != first["sha256"]
+    assert _fingerprint(b, tmp_path)["big.pth"]["sha256"] != first["sha256"]
 
 
 def test_shard_index_is_part_of_the_fingerprint(tmp_path):
     s = TinyBackend(sharded_layout())
     write_checkpoint(s, tmp_path, reference_weights(s), shards=2)
-    fp = fingerprint(s, tmp_path)
+    fp = _fingerprint(s, tmp_path)
     assert "denoiser/diffusion_pytorch_model.safetensors.index.json" in fp
     assert fp["denoiser/diffusion_pytorch_model.safetensors.index.json"]["hashed"] == "full"
     assert sum(k.startswith("denoiser/diffusion_pytorch_model-") for k in fp) == 2

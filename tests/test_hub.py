@@ -58,7 +58,8 @@ def test_download_to_dir_fetches_exactly_the_layout_files(fake, tmp_path):
     assert {r["file"] for r in h.gets()} == WANTED  # nothing else was even requested
     # and what arrived loads
     mods = backend.build("meta")
-    load_component(backend, "denoiser", mods["denoiser"], out, device="cpu", dtype=None)
+    load_component(backend.layout, "denoiser", mods["denoiser"], out, key_map=backend.key_map, name=backend.name,
+                   device="cpu", dtype=None)
     ref = reference_weights(backend)["denoiser"]
     assert all((mods["denoiser"].state_dict()[k] == v).all() for k, v in ref.items())
 

@@ -1,4 +1,4 @@
-"""Our safetensors header checks (`vidcore.checkpoints._SafetensorsFile`) against the safetensors library.
+"""Our safetensors header checks (`vidcore.checkpoints.SafetensorsFile`) against the safetensors library.
 
 The library is the oracle: a file "loads" there when ``safe_open(path, "pt")``
 opens it and every ``get_tensor`` succeeds (dtypes torch cannot hold and
@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from vidcore.checkpoints import MAX_HEADER_BYTES, MAX_HEADER_DEPTH, ST_BITS, ST_DTYPES, _SafetensorsFile
+from vidcore.checkpoints import MAX_HEADER_BYTES, MAX_HEADER_DEPTH, ST_BITS, ST_DTYPES, SafetensorsFile
 from vidcore.errors import CheckpointError
 
 ENTRY = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
@@ -56,7 +56,7 @@ def library(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None
 
 def ours(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     try:
-        st_file = _SafetensorsFile(path)
+        st_file = SafetensorsFile(path)
     except CheckpointError as e:
         text = str(e)
         assert "\n" not in text and str(path) in text, text
@@ -382,7 +382,7 @@ def test_deliberate_differences_from_the_library(folder):
         path = write(folder, file_bytes(None, b"\0" * 8, raw=raw))
         assert library(path) is not None, raw  # if the library starts refusing these, drop them from here
         with pytest.raises(CheckpointError) as err:
-            _SafetensorsFile(path)
+            SafetensorsFile(path)
         assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
@@ -390,7 +390,7 @@ def test_refusals_are_one_line_and_say_why(folder):
     def why(content: bytes) -> str:
         path = write(folder, content)
         with pytest.raises(CheckpointError) as err:
-            _SafetensorsFile(path)
+            SafetensorsFile(path)
         text = str(err.value)
         assert "\n" not in text and text.startswith(f"{path}: ")
         return text

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InvalidRequestError
+from .checkpoints import CheckpointLayout, Placement, component_files, load_components
+from .errors import CheckpointError, InvalidRequestError
 
 TASKS = ("t2v", "i2v", "ti2v", "predict")
 Components = dict[str, nn.Module]
-Placement = Callable[[str], tuple[torch.device, torch.dtype | None]]
 
 
 @dataclass(frozen=True)
@@ -100,27 +100,6 @@ class Frames:
         return max(self.min, n * self.step + self.offset)
 
 
-@dataclass(frozen=True)
-class CheckpointLayout:
-    """Where a backend's weights live: the hub repository and each component's files.
-
-    ``files`` maps a component to glob patterns relative to the checkpoint
-    folder (sharded safetensors indexes allowed); ``extra`` lists other files
-    the backend needs (tokenizers, configs). ``allow_patterns`` is exactly what
-    `vidcore download` fetches.
-    """
-
-    repo_id: str | None
-    files: Mapping[str, tuple[str, ...]]
-    extra: tuple[str, ...] = ()
-    revision: str | None = None
-
-    @property
-    def allow_patterns(self) -> list[str]:
-        pats = [p for patterns in self.files.values() for p in patterns] + list(self.extra)
-        return list(dict.fromkeys(pats))
-
-
 @dataclass
 class Conditions:
     """What `Backend.encode` produced for one run.
@@ -179,6 +158,13 @@ class Backend:
     #: most sampling steps a request may ask for (1000: the training timesteps of DDPM-style models)
     max_steps: int = 1000
 
+    #: folders (relative to the checkpoint folder) that must be there besides the weight files, e.g.
+    #: tokenizers; `load` checks them before reading any weights
+    required_folders: tuple[str, ...] = ()
+    #: the document that says how to prepare a checkpoint folder by hand (e.g. "docs/hunyuan.md"), for
+    #: messages; None: `vidcore download NAME --dir DIR` fetches one
+    checkpoint_doc: str | None = None
+
     # -- building and loading ---------------------------------------------------------------
     def build(self, device: torch.device | str = "meta", dtype: torch.dtype | None = None) -> Components:
         """Construct every component with its architecture (random or empty weights) on ``device``."""
@@ -188,23 +174,65 @@ class Backend:
         """Map checkpoint tensor names to module names (identity for the official layout)."""
         return {n: n for n in names}
 
-    def load(self, ckpt_dir: Path | None, placement: Placement) -> Components:
-        """Build on ``meta`` and materialise each component from its files into its target device/dtype."""
-        from .checkpoints import load_component
+    def component_dtype(self, component: str, dtype: torch.dtype | None) -> torch.dtype | None:
+        """The dtype ``component`` is built and loaded in when a run asks for ``dtype`` (None: as stored).
 
-        if ckpt_dir is None:
-            raise InvalidRequestError(f"backend {self.name!r} needs --ckpt DIR (see `vidcore download {self.name}`)")
-        modules = self.build("meta")
-        for comp, module in modules.items():
-            device, dtype = placement(comp)
-            load_component(self, comp, module, Path(ckpt_dir), device=device, dtype=dtype)
+        Default: as asked. Override for components an official release runs at a fixed precision
+        (e.g. a VAE always in float32); `load` applies it to the memory policy's placement.
+        """
+        return dtype
+
+    def for_checkpoint(self, ckpt: Path | None) -> Backend:
+        """The backend that loads and runs checkpoint ``ckpt``: ``self``, unless the files say what the
+        model is (a config stored beside the weights), in which case a copy that knows it.
+
+        The registered object never changes; `vidcore.load` keeps the returned backend in the pipeline.
+        """
+        return self
+
+    def checkpoint_dir(self, ckpt: Path | None) -> Path:
+        """The folder the layout's patterns are relative to, for ``ckpt`` as the user gave it (None: not given)."""
+        if ckpt is None:
+            raise InvalidRequestError(f"backend {self.name!r} needs --ckpt DIR ({_how_to_prepare(self, None)})")
+        return Path(ckpt)
+
+    def attach(self, components: Components, ckpt_dir: Path) -> None:
+        """Give the loaded components what is not weights (tokenizers, image processors from ``ckpt_dir``).
+
+        Called once, after every component's weights are in place; the default attaches nothing.
+        """
+
+    def load(self, ckpt_dir: Path | None, placement: Placement) -> Components:
+        """The one loading recipe (backends declare data and hooks; none overrides this).
+
+        `for_checkpoint`, then the folder (`checkpoint_dir`) and its `required_folders` are checked, the
+        components are built on ``meta`` and each is materialised by `vidcore.checkpoints` straight into
+        ``placement(component)``, its dtype passed through `component_dtype`; then `attach`.
+        """
+        backend = self.for_checkpoint(ckpt_dir)
+        folder = backend.checkpoint_dir(ckpt_dir)
+        layout = backend.layout
+        if layout is None:
+            raise CheckpointError(f"backend {backend.name!r} declares no checkpoint layout, so it loads no files")
+        for rel in backend.required_folders:
+            if not (folder / rel).is_dir():
+                raise CheckpointError(f"checkpoint folder {folder} lacks {rel.rstrip('/')}/; "
+                                      f"{_how_to_prepare(backend, folder)}")
+
+        def place(component: str) -> tuple[torch.device, torch.dtype | None]:
+            device, dtype = placement(component)
+            return device, backend.component_dtype(component, dtype)
+
+        modules = backend.build("meta")
+        load_components(layout, modules, folder, place, key_map=backend.key_map, name=backend.name)
+        backend.attach(modules, folder)
         return modules
 
     def checkpoint_files(self, ckpt_dir: Path, component: str) -> list[Path]:
         """The weight files of ``component`` found in ``ckpt_dir`` (resolving shard indexes)."""
-        from .checkpoints import component_files
-
-        return component_files(self, ckpt_dir, component)
+        if self.layout is None:
+            raise CheckpointError(f"backend {self.name!r} declares no checkpoint layout, so it loads no files")
+        return component_files(self.layout, ckpt_dir, component, name=self.name)
 
     # -- the generic loop's questions -------------------------------------------------------
     def validate(self, request: Any, inputs: Inputs) -> None:
@@ -281,3 +309,10 @@ class Backend:
             "components": list(self.components),
             "weights": self.weight_sources(),
         }
+
+
+def _how_to_prepare(backend: Backend, folder: Path | None) -> str:
+    """The fix for a missing or incomplete checkpoint folder, for messages."""
+    if backend.checkpoint_doc:
+        return f"prepare it as {backend.checkpoint_doc} describes"
+    return f"fetch it with `vidcore download {backend.name}" + (f" --dir {folder}`" if folder is not None else "`")

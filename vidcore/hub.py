@@ -125,7 +125,7 @@ def missing_files(backend: Backend, folder: Path, *, local_dir: Path | None = No
         pass
     if folder.is_dir():
         for comp in layout.files:
-            missing += find_component_files(backend, folder, comp)[1]
+            missing += find_component_files(layout, folder, comp)[1]
         missing += [p for p in layout.extra if not any(folder.glob(p))]
     else:
         missing += list(layout.allow_patterns)

@@ -166,7 +166,7 @@ def verify(backend: Backend, ckpt_dir: Path) -> VerifyReport:
                 rep.unreadable.append(f"the backend's layout lists no files for {comp} ({len(expected)} tensors)")
             continue
         try:
-            found_files, rep.missing_files = find_component_files(backend, ckpt_dir, comp)
+            found_files, rep.missing_files = find_component_files(layout, ckpt_dir, comp)
         except CheckpointError as e:  # an unreadable shard index
             rep.unreadable.append(str(e))
             continue
@@ -181,7 +181,7 @@ def verify(backend: Backend, ckpt_dir: Path) -> VerifyReport:
         if rep.missing_files or rep.unreadable:
             continue
         try:
-            mapping = map_names(backend, comp, list(infos))
+            mapping = map_names(layout, comp, list(infos), backend.key_map, name=backend.name)
         except CheckpointError as e:
             rep.unreadable.append(str(e))
             continue

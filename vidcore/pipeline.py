@@ -311,12 +311,13 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
         ckpt_dir = resolve_checkpoint(b, ckpt)
         if verify:
             verify_dir(b, ckpt_dir).raise_if_bad()
-        checkpoint = {"dir": str(ckpt_dir), "fingerprint": fingerprint(b, ckpt_dir)}
+        checkpoint = {"dir": str(ckpt_dir), "fingerprint": fingerprint(b.layout, ckpt_dir, name=b.name)}
     elif ckpt is not None:
         ckpt_dir = Path(ckpt)
         if not ckpt_dir.exists():
             raise InvalidRequestError(f"checkpoint folder {str(ckpt_dir)!r} does not exist")
     t0 = time.perf_counter()
+    b = b.for_checkpoint(ckpt_dir)  # a backend whose files say what the model is binds a copy; never the registered one
     components = b.load(ckpt_dir, policy.placement(dev, b.default_dtype if wdtype is None else wdtype))
     policy.setup(components, dev)
     apply_vae_switches(components, policy)
