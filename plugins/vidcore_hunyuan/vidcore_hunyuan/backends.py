@@ -26,9 +26,8 @@ from vidcore.backend import (
     Expert,
     Frames,
     Inputs,
-    Placement,
 )
-from vidcore.errors import CheckpointError, InvalidRequestError
+from vidcore.errors import InvalidRequestError
 
 from .buckets import I2V_BASE, BucketSizes, closest_bucket, crop_size_list, t2v_sizes
 from .dit import HunyuanVideoDiT
@@ -117,12 +116,14 @@ class HunyuanBackend(Backend):
 
     default_dtype = torch.bfloat16  # --precision bf16 (DiT); text encoders and VAE fp16
     components = ("text_encoder", "text_encoder_2", "denoiser", "vae")
+    checkpoint_doc = "docs/hunyuan.md"  # the folder is assembled from several repositories
 
     def __init__(self, spec: HunyuanSpec):
         self.spec = spec
         self.name, self.description, self.tasks = spec.name, spec.description, spec.tasks
         self.defaults = spec.defaults
         self.layout = _layout(spec)
+        self.required_folders = (spec.text_folder, "text_encoder_2")  # tokenizers beside the weights
         self.frames = Frames(step=4, offset=1, min=5 if spec.i2v else 1)
         if spec.sizes is not None:
             self.sizes = BucketSizes(allowed=spec.sizes)
@@ -146,8 +147,12 @@ class HunyuanBackend(Backend):
         }
         if dtype is not None:
             for k, m in out.items():
-                m.to(dtype if k == "denoiser" else _small_float(dtype))
+                m.to(self.component_dtype(k, dtype))
         return out
+
+    def component_dtype(self, component: str, dtype: torch.dtype | None) -> torch.dtype | None:
+        """The DiT as asked; text encoders and the VAE in fp16 (official precisions), fp32 for an fp32 run."""
+        return dtype if component == "denoiser" else _small_float(dtype)
 
     def key_map(self, component: str, names: list[str]) -> dict[str, str]:
         if component == "denoiser":  # DeepSpeed dict: tensors under "module" (load_key), else a bare state dict
@@ -174,30 +179,16 @@ class HunyuanBackend(Backend):
             cache[component] = list(module.state_dict())
         return cache[component]
 
-    def load(self, ckpt_dir: Path | None, placement: Placement) -> Components:
-        """The core recipe; text encoders and VAE in fp16 (official precisions), tokenizers from the folder."""
-        if ckpt_dir is None:
-            raise InvalidRequestError(f"backend {self.name!r} needs --ckpt DIR (see docs/hunyuan.md for the layout)")
-        ckpt_dir = Path(ckpt_dir)
-        for folder in (self.spec.text_folder, "text_encoder_2"):
-            if not (ckpt_dir / folder).is_dir():
-                raise CheckpointError(f"checkpoint folder {ckpt_dir} lacks {folder}/ (tokenizer and weights); "
-                                      "prepare it as docs/hunyuan.md describes")
-
-        def place(comp: str):
-            device, dtype = placement(comp)
-            return (device, dtype) if comp == "denoiser" else (device, _small_float(dtype))
-
-        modules = super().load(ckpt_dir, place)
-        text = modules["text_encoder"]
+    def attach(self, components: Components, ckpt_dir: Path) -> None:
+        """Tokenizers (and for I2V the LLaVA image processor) from the checkpoint's text encoder folders."""
+        text = components["text_encoder"]
         text.tokenizer = load_tokenizer(ckpt_dir / self.spec.text_folder)
         if self.spec.i2v:
             from transformers import AutoImageProcessor
 
             text.image_processor = AutoImageProcessor.from_pretrained(str(ckpt_dir / self.spec.text_folder),
                                                                       local_files_only=True)
-        modules["text_encoder_2"].tokenizer = load_tokenizer(ckpt_dir / "text_encoder_2")
-        return modules
+        components["text_encoder_2"].tokenizer = load_tokenizer(ckpt_dir / "text_encoder_2")
 
     # -- request-time questions ----------------------------------------------------------------
     def resolve_size(self, req: Any, inputs: Inputs) -> tuple[int, int] | None:

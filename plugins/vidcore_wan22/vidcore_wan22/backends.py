@@ -25,7 +25,6 @@ from vidcore.backend import (
     Expert,
     Frames,
     Inputs,
-    Placement,
     Sizes,
 )
 from vidcore.errors import CheckpointError, InvalidRequestError
@@ -97,6 +96,7 @@ class WanBackend(Backend):
         self.defaults = spec.defaults
         self.layout = _layout(spec)
         self.components = ("text_encoder", *(c for c, _, _ in spec.experts), "vae")
+        self.required_folders = ("google/umt5-xxl" if spec.layout_kind == "official" else "tokenizer",)
         self.frames = Frames(step=4, offset=1, min=1)
         if "i2v" in spec.tasks or "ti2v" in spec.tasks:  # the output size may follow the input image
             mult = spec.vae.stride[1] * spec.dit.patch_size[1]
@@ -113,8 +113,12 @@ class WanBackend(Backend):
             out["vae"] = WanVAE(self.spec.vae)
         if dtype is not None:
             for k, m in out.items():
-                m.to(torch.float32 if k == "vae" else dtype)
+                m.to(self.component_dtype(k, dtype))
         return out
+
+    def component_dtype(self, component: str, dtype: torch.dtype | None) -> torch.dtype | None:
+        """As asked, except the VAE: always float32 (the official VAE runs in fp32)."""
+        return torch.float32 if component == "vae" else dtype
 
     def key_map(self, component: str, names: list[str]) -> dict[str, str]:
         if self.spec.layout_kind == "official":
@@ -127,26 +131,10 @@ class WanBackend(Backend):
             return {n: back(n) for n in names}
         return {n: keymaps.dit_from_diffusers(n) for n in names}
 
-    def tokenizer_dir(self, ckpt_dir: Path) -> Path:
-        return Path(ckpt_dir) / ("google/umt5-xxl" if self.spec.layout_kind == "official" else "tokenizer")
-
-    def load(self, ckpt_dir: Path | None, placement: Placement) -> Components:
-        """The core recipe, except that the VAE always loads in float32 (the official VAE runs in fp32)."""
-        if ckpt_dir is None:
-            raise InvalidRequestError(f"backend {self.name!r} needs --ckpt DIR (see `vidcore download {self.name}`)")
-        tok_dir = self.tokenizer_dir(ckpt_dir)
-        if not tok_dir.is_dir():
-            raise CheckpointError(f"checkpoint folder {ckpt_dir} lacks the tokenizer folder {tok_dir.name}/; "
-                                  f"re-run `vidcore download {self.name} --dir {ckpt_dir}`")
-
-        def place(comp: str):
-            device, dtype = placement(comp)
-            return (device, torch.float32) if comp == "vae" else (device, dtype)
-
-        modules = super().load(ckpt_dir, place)
+    def attach(self, components: Components, ckpt_dir: Path) -> None:
         # the tokenizer rides on the text encoder as a plain attribute (not part of its state dict)
-        modules["text_encoder"].tokenizer = WanTokenizer(tok_dir, self.spec.t5.text_len)
-        return modules
+        tok_dir = Path(ckpt_dir) / self.required_folders[0]
+        components["text_encoder"].tokenizer = WanTokenizer(tok_dir, self.spec.t5.text_len)
 
     # -- request-time questions ----------------------------------------------------------------
     def _image_size(self, req: Any, image: torch.Tensor) -> tuple[int, int]:
