@@ -47,6 +47,11 @@ def test_an_uploaded_image_drives_image_to_video(served, tmp_path):
     stored = out / "inputs" / f"{video.id}.png"
     assert record["request"]["task"] == "i2v" and record["request"]["image"] == str(stored)
     assert stored.read_bytes() == data  # named by the job's id, not by the upload's name
+    shown = client.get(f"/videos/{video.id}/record", cast_to=object)  # the record as the API serves it
+    assert shown["request"]["image"] == "input_reference" and shown["complete"] is True
+    assert shown["checkpoint"]["dir"] == "toy-ckpt" and str(tmp_path) not in json.dumps(shown)
+    assert {k: v for k, v in shown["request"].items() if k != "image"} == {
+        k: v for k, v in record["request"].items() if k != "image"}
     client.videos.delete(video.id)
     assert not stored.exists()
 
@@ -88,3 +93,5 @@ def test_not_ready_until_the_weights_load_and_a_failed_load_says_why(tmp_path, t
         assert httpx.get(f"{url}/health").status_code == 200  # alive all the same
         r = httpx.post(f"{url}/v1/videos", json={"prompt": "waits", "steps": 2})
         assert r.status_code == 200 and r.json()["status"] == "queued"  # accepted: it runs once a worker can
+        early = httpx.get(f"{url}/v1/videos/{r.json()['id']}/record")
+        assert early.status_code == 404 and early.json()["error"]["code"] == "not_ready"

@@ -1,6 +1,6 @@
-"""The FastAPI application of a `Server`: ``/v1`` (videos, models), ``/health``, ``/metrics``.
+"""The FastAPI application of a `Server`: ``/v1`` (videos, models), ``/health``, ``/metrics``, the playground.
 
-Everything but ``/health`` needs the API key when one is set. The workers
+Everything but ``/health`` and the playground page (``/``, ``/static/``) needs the API key when one is set. The workers
 start with the application and stop with it (a running job goes back to the
 queue); CORS is off (no cross-origin headers are sent).
 """
@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import __version__
 from .errors import check_key, install
 from .limits import BodyLimit
+from .page import router as page_router
 from .schemas import ModelList, ModelObject
 from .server import Server
 from .videos import router as videos_router
@@ -51,9 +52,11 @@ def create_app(server: Server) -> FastAPI:
                                for name in server.backends])
 
     app.include_router(v1)
+    app.include_router(page_router())
 
     def health_body() -> dict[str, Any]:
-        return {"status": "ok", "ready": server.ready, "workers": [w.state() for w in server.workers]}
+        return {"status": "ok", "ready": server.ready, "api_key_required": server.config.api_key is not None,
+                "workers": [w.state() for w in server.workers]}
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The videos routes of OpenAI's API: create, retrieve, content, list, delete.
+"""The videos routes of OpenAI's API (create, retrieve, content, list, delete) and ours: a video's run record.
 
 A create request is checked completely (`vidcore.serve.intake.accept`) and
 stored before it is answered, so a job that got its id is never lost. Ids are
@@ -7,9 +7,11 @@ made here; files are found by id only (`vidcore.serve.files.JobFiles`).
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -20,6 +22,7 @@ from starlette.datastructures import UploadFile
 from .. import validate
 from ..errors import InvalidRequestError
 from ..fileio import atomic_path
+from ..records import read_record
 from .errors import ApiError
 from .files import JobFiles, is_id, new_id
 from .intake import FIELDS, accept, check_image, form_value, from_form, reference_bytes
@@ -57,6 +60,21 @@ async def read_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
         ref = data.pop("input_reference", None)
         return data, None if ref is None else reference_bytes(ref)
     raise InvalidRequestError("send the fields as multipart/form-data or application/json")
+
+
+def public_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A run record as the API shows it: the server's folders reduced to file names (the upload is its field)."""
+    shown = copy.deepcopy(record)
+    request = shown.get("request")
+    if isinstance(request, dict) and request.get("image"):
+        request["image"] = "input_reference"
+    checkpoint = shown.get("checkpoint")
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("dir"), str):
+        checkpoint["dir"] = Path(checkpoint["dir"]).name
+    for lora in shown.get("loras") or []:
+        if isinstance(lora, dict) and isinstance(lora.get("path"), str):
+            lora["path"] = Path(lora["path"]).name
+    return shown
 
 
 def router(server: Server) -> APIRouter:
@@ -126,6 +144,16 @@ def router(server: Server) -> APIRouter:
                                "made it); servers that share a job store need one shared --out", code="not_found")
             raise ApiError(404, f"the file of video {job.id!r} is gone from the server", code="not_found")
         return FileResponse(path, media_type="video/mp4", filename=f"{job.id}.mp4")
+
+    @r.get("/videos/{video_id}/record")
+    def record(video_id: str) -> dict[str, Any]:
+        """The run record beside the video (``vidcore generate --from-record`` replays it), once completed."""
+        job = job_or_404(video_id)
+        path = JobFiles(out, job.id).record
+        if job.status != "completed" or not path.is_file():
+            raise ApiError(404, f"video {job.id!r} has no run record yet (status {job.status}); it is written when "
+                           "the video is", code="not_ready")
+        return public_record(read_record(path))
 
     @r.delete("/videos/{video_id}", response_model=VideoDeleted)
     def delete(video_id: str) -> VideoDeleted:
