@@ -268,6 +268,36 @@ class Backend:
         """Latents to video frames: uint8 (B, T, H, W, 3); ``conditions`` as for `initial_noise`."""
         raise NotImplementedError(f"{type(self).__name__} must implement Backend.decode")
 
+    # -- LoRA and step caching (optional: the defaults know no model family) -----------------------
+    def lora_key_map(self, component: str, names: list[str]) -> dict[str, Any]:
+        """Map tensor names of other layouts of ``component`` (e.g. diffusers') to its parameter names,
+        for LoRA files trained on those layouts (`vidcore.lora`).
+
+        A value is one of our parameter names, or a list of `vidcore.lora.Rows` when the other
+        layout splits one of our tensors (diffusers' separate q, k, v of a fused qkv) or reorders its
+        rows. Names the backend does not know are left out; it never raises. Default: `key_map`.
+        """
+        try:
+            return dict(self.key_map(component, list(names)))
+        except (KeyError, ValueError):
+            out: dict[str, Any] = {}
+            for name in names:
+                try:
+                    out.update(self.key_map(component, [name]))
+                except (KeyError, ValueError):
+                    continue
+            return out
+
+    def step_cache_options(self, component: str, module: nn.Module, kind: str, request: Any) -> dict[str, Any]:
+        """Published settings of step cache ``kind`` ("teacache", "first-block") for ``component``: keyword
+        arguments of `vidcore.cache.enable_step_cache` (``signal``, ``coefficients``, ``warmup``, ``stacks``)
+        plus ``linked=True`` to let the first block stack decide for the others (one skip decision per
+        network call, as TeaCache skips the whole model) and ``source`` (where the numbers come from).
+
+        Default: none (the cache compares the first stack's input, unscaled).
+        """
+        return {}
+
     # -- benchmarking (optional; `vidcore bench` and bench/gpu use them) ------------------------
     def bench_conditions(self, request: Any, device: torch.device, dtype: torch.dtype) -> Conditions | None:
         """Random conditions shaped as `encode` would return them, without encoders or tokenizers.

@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,9 @@ def _raise_on_sigterm(signum, frame):  # pragma: no cover - exercised in a subpr
 
 def run_batch(prompts: str | Path, out_dir: str | Path, *, backend: str, ckpt: str | None = None,
               memory: str = "resident", dtype: str | None = None, device: str | None = None,
-              base_seed: int = 0, progress: bool | None = None) -> Summary:
+              base_seed: int = 0, progress: bool | None = None, loras: Sequence[Any] = ()) -> Summary:
+    """Run every line of ``prompts`` not yet done in ``out_dir``; ``loras`` (`vidcore.lora.LoraSpec`) are
+    applied once, after the weights load, and checked (against a meta build) before."""
     from .pipeline import load
     from .plugins import get_backend
 
@@ -212,6 +215,10 @@ def run_batch(prompts: str | Path, out_dir: str | Path, *, backend: str, ckpt: s
             raise InvalidRequestError(f"{source} line {job.line} asks for backend {job.settings['backend']!r}; "
                                       f"one batch runs one backend ({backend!r})")
     resolve_jobs(b, jobs, source=source)
+    if loras:
+        from .lora import check_loras
+
+        check_loras(b, list(loras))
     check_writable(out)
     rank, world, local_rank = dist_info()
     mine = [j for j in jobs if j.index % world == rank]
@@ -231,6 +238,8 @@ def run_batch(prompts: str | Path, out_dir: str | Path, *, backend: str, ckpt: s
         previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
         try:
             pipe = load(b, ckpt, memory=memory, dtype=dtype, device=device)
+            for spec in loras:
+                pipe.load_lora(spec.path, scale=spec.scale, components=list(spec.components or []), mode=spec.mode)
             for job in todo:
                 _run_job(pipe, b, job, out, summary, progress)
         finally:

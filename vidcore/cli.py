@@ -67,6 +67,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .distributed import init_from_args
     from .errors import InvalidRequestError
     from .fileio import check_output_path, claim
+    from .lora import LoraSpec
     from .memory import get_policy
     from .pipeline import load
     from .plugins import backends, get_backend
@@ -75,8 +76,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .video import record_path
 
     memory, dtype = args.memory, args.dtype
-    loras = [_parse_lora(spec) for spec in (args.lora or [])]
+    loras = [LoraSpec.parse(spec) for spec in (args.lora or [])]
     if args.from_record:
+        if args.preset is not None:
+            raise InvalidRequestError("--preset cannot change a replay: the record holds the resolved settings "
+                                      "(drop --preset, or generate from a prompt)")
         replay = replay_settings(read_record(args.from_record), source=f"run record {args.from_record!r}")
         backend, req = replay["backend"], replay["request"]
         memory = memory or replay["memory"] or "resident"
@@ -84,6 +88,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         ckpt = args.ckpt or replay["ckpt"]
         out = Path(args.out or Path(args.from_record).with_name(Path(args.from_record).stem + "-replay.mp4"))
         loras = loras or replay["loras"]
+        if args.cache is not None:  # the one setting a replay may change: how much work it skips
+            from .cache_spec import check_cache_spec
+
+            req.cache = check_cache_spec(args.cache)
     else:
         if args.prompt is None:
             raise VidcoreError("generate needs a PROMPT (or --from-record RUN.json)")
@@ -93,7 +101,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         backend = get_backend(name)
         req = resolve(backend, args.prompt, image=args.image, video=args.video, size=args.size,
                       frames=args.frames, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                      negative=args.negative, seed=args.seed, schedule=args.schedule, shift=args.shift)
+                      negative=args.negative, seed=args.seed, schedule=args.schedule, shift=args.shift,
+                      preset=args.preset, cache=args.cache)
         ckpt = args.ckpt
         out = Path(args.out or f"{_slug(args.prompt)}-{req.seed}.mp4")
         memory = memory or "resident"
@@ -104,8 +113,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     inputs = load_inputs(backend, req)
     check_fits(backend, req, device)
     check_schedule_fits_model(backend, req)
-    for path, _, _ in loras:
-        _check_lora_file(path)
+    _check_loras(backend, loras)
     par = init_from_args(args, backend)  # torchrun: checks --ulysses/--ring/--cfg-parallel; None on one process
     if par is not None:
         req = par.same_request(req)  # every rank uses rank 0's seed
@@ -117,8 +125,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 raise InvalidRequestError(f"{str(record_path(out))!r} already exists; pass --overwrite to replace "
                                           "it or choose another --out")
         pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else device)
-        for path, scale, mode in loras:
-            pipe.load_lora(path, scale=scale, mode=mode)
+        for spec in loras:
+            pipe.load_lora(spec.path, scale=spec.scale, components=list(spec.components or []), mode=spec.mode)
+            if writer and not args.quiet:
+                _report_lora(pipe.loras[-1])
         try:
             if par is not None:
                 par.prepare(pipe)
@@ -132,18 +142,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_lora(spec: str) -> tuple[str, float, str]:
-    """``PATH`` or ``PATH:SCALE`` (the scale defaults to 1)."""
-    from .validate import number
+def _check_loras(backend: Any, loras: list[Any]) -> None:
+    """Each LoRA file readable, and every key of it matched in its components (a meta build), before any
+    weight loads."""
+    from .lora import check_loras
 
-    path, sep, scale = spec.rpartition(":")
-    if sep and path:
-        try:
-            value = float(scale)
-        except ValueError:
-            return spec, 1.0, "hook"
-        return path, number(f"LoRA scale in {spec!r}", value, lo=-100.0, hi=100.0), "hook"
-    return spec, 1.0, "hook"
+    for spec in loras:
+        _check_lora_file(spec.path)
+    check_loras(backend, loras)
+
+
+def _report_lora(entry: dict[str, Any]) -> None:
+    matched = ", ".join(f"{comp} {n}" for comp, n in entry["matched"].items())
+    print(f"LoRA {Path(entry['path']).name} (scale {entry['scale']:g}): {entry['keys']} keys; matched {matched}",
+          file=sys.stderr)
 
 
 def _check_lora_file(path: str) -> None:
@@ -157,6 +169,16 @@ def _check_lora_file(path: str) -> None:
         raise VidcoreError(f"LoRA file {p.name!r} is not .safetensors; convert it to safetensors first")
     if not read_header(p):
         raise VidcoreError(f"LoRA file {path!r} holds no tensors")
+
+
+def _preset_help() -> str:
+    from .plugins import registry
+    from .presets import KIND
+
+    table = registry().entries[KIND]
+    names = ", ".join(f"{n} ({', '.join(e.obj.settings)})" for n, e in sorted(table.items())) or "none installed"
+    return ("a named recipe of settings (steps, guidance, shift, sampler) from a model's release; flags you give "
+            f"still win; the record keeps the resolved settings. Installed: {names}")
 
 
 # -- download / inspect / verify --------------------------------------------------------------
@@ -210,9 +232,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
     name = args.backend or DEFAULT_BACKEND
     if args.backend is None and name not in backends():
         raise VidcoreError(DEFAULT_BACKEND_HINT)
+    from .lora import LoraSpec
+
+    loras = [LoraSpec.parse(spec) for spec in (args.lora or [])]
+    for spec in loras:
+        _check_lora_file(spec.path)
     summary = run_batch(args.prompts, args.out, backend=name, ckpt=args.ckpt, memory=args.memory,
                         dtype=args.dtype, device=args.device, base_seed=args.seed,
-                        progress=False if args.quiet else None)
+                        progress=False if args.quiet else None, loras=loras)
     _out(summary.line())
     for name in summary.failed:
         print(f"failed: {name} (see {name}.error.json)", file=sys.stderr)
@@ -334,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "not most browsers); the default, H.264 yuv420p at crf 18, keeps colour at half the width "
                         "and height and is visually lossless, not exact (pixels differ by a few levels, more at sharp "
                         "colour edges)")
-    p.add_argument("--lora", action="append", metavar="PATH[:SCALE]", help="apply a LoRA file (repeatable)")
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE][@COMPONENT]",
+                   help="apply a LoRA file (repeatable): PEFT/diffusers, kohya/ComfyUI, musubi or LightX2V names; "
+                        "@COMPONENT puts it on one expert only, e.g. high.safetensors@high_noise (default: every "
+                        "denoiser); see docs/lora.md")
+    p.add_argument("--preset", metavar="NAME", help=_preset_help())
+    p.add_argument("--cache", metavar="KIND:THRESHOLD",
+                   help="step cache: teacache:T (published per-model coefficients where they exist) or "
+                        "first-block:T; skips a step's blocks while their input barely changes (e.g. teacache:0.2)")
     p.add_argument("--from-record", metavar="RUN.json", help="reproduce the run a record describes")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_parallel_arguments(p)
@@ -349,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", metavar="D")
     p.add_argument("--device", metavar="DEV")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="base seed: line i uses N+i unless it sets one")
+    p.add_argument("--lora", action="append", metavar="PATH[:SCALE][@COMPONENT]",
+                   help="apply a LoRA file to every line's run (repeatable; as for generate). A line may set "
+                        '"preset" and "cache" like the generate flags')
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_batch)
 

@@ -38,6 +38,12 @@ def register_memory_presets(register):
 
 
 @hookspec
+def register_generation_presets(register):
+    """Add ``--preset`` recipes: ``register(name, preset)`` with a `vidcore.presets.GenerationPreset` (settings
+    per backend name, and the source they follow)."""
+
+
+@hookspec
 def register_attention(register):
     """Add attention kernels: ``register(name, fn, available=callable_or_None)``; see `vidcore.attention`."""
 

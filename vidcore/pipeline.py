@@ -194,13 +194,12 @@ class Pipeline:
 
     def load_lora(self, path: str | Path, *, scale: float = 1.0, components: list[str] | None = None,
                   mode: str = "hook") -> None:
-        """Apply a LoRA file (PEFT/diffusers or kohya names) to the denoiser(s), on the fly or merged."""
-        from .lora import apply_lora_to
+        """Apply a LoRA file (any layout of `vidcore.lora.formats`) to the denoisers, or to ``components``
+        (e.g. ``["high_noise"]``), on the fly or merged; its record entry (keys matched per component)
+        is appended to ``self.loras``."""
+        from .lora import LoraSpec, load_into
 
-        targets = components or [c for c in self.backend.components
-                                 if not c.startswith(("text_encoder", "image_encoder", "vae"))]
-        apply_lora_to(self.policy, targets, path, scale=scale, mode=mode)
-        self.loras.append({"path": str(path), "scale": scale, "mode": mode, "components": targets})
+        load_into(self, LoraSpec(str(path), scale, tuple(components) if components else None, mode))
 
     def close(self) -> None:
         """Release what the memory policy holds (hooks, device copies of streamed blocks)."""

@@ -65,7 +65,7 @@ class Entry:
 class Registry:
     """Everything the loaded plugins registered, by kind and name."""
 
-    KINDS = ("backend", "sampler", "schedule", "memory preset", "attention", "command")
+    KINDS = ("backend", "sampler", "schedule", "memory preset", "generation preset", "attention", "command")
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Entry]] = {k: {} for k in self.KINDS}
@@ -102,6 +102,7 @@ HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any, dict]]]] = {
     "register_samplers": ("sampler", _named),
     "register_schedules": ("schedule", _named),
     "register_memory_presets": ("memory preset", _named),
+    "register_generation_presets": ("generation preset", _named),
     "register_attention": ("attention", _named),
     "register_commands": ("command", lambda name, configure, run, **kw: (name, (configure, run), kw)),
 }

@@ -112,7 +112,7 @@ def replay_settings(record: dict[str, Any], *, source: str = "run record") -> di
 
     Returns ``backend`` (the registered object), ``request`` (checked with
     `vidcore.request.check_request`), ``memory``, ``dtype``, ``ckpt`` and
-    ``loras`` (``(path, scale, mode)`` triples). A record is a file anyone can
+    ``loras`` (`vidcore.lora.LoraSpec`: path, scale, components, mode). A record is a file anyone can
     edit, so nothing in it is trusted: a wrong type is one line, before any work.
     """
     from . import validate
@@ -141,14 +141,20 @@ def replay_settings(record: dict[str, Any], *, source: str = "run record") -> di
     loras = record.get("loras") or []
     if not isinstance(loras, list):
         raise InvalidRequestError(f"{source} 'loras' must be a list; got {type(loras).__name__}")
-    triples = []
+    specs = []
     for i, item in enumerate(loras):
+        from .lora import LoraSpec, lora_components
+
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise InvalidRequestError(f"{source} 'loras[{i}]' needs a 'path' string")
         scale = validate.number(f"{source} loras[{i}].scale", item.get("scale", 1.0), lo=-100.0, hi=100.0)
         mode = item.get("mode", "hook")
         if mode not in ("hook", "merge"):
             raise InvalidRequestError(f"{source} 'loras[{i}].mode' must be 'hook' or 'merge'; got {mode!r}")
-        triples.append((item["path"], scale, mode))
-    return {"backend": backend, "request": req, "memory": preset, "dtype": dtype, "ckpt": ckpt, "loras": triples}
+        comps = item.get("components")
+        if comps is not None and (not isinstance(comps, list) or not all(isinstance(c, str) for c in comps)):
+            raise InvalidRequestError(f"{source} 'loras[{i}].components' must be a list of component names")
+        lora_components(backend, comps, path=item["path"])
+        specs.append(LoraSpec(item["path"], scale, tuple(comps) if comps else None, mode))
+    return {"backend": backend, "request": req, "memory": preset, "dtype": dtype, "ckpt": ckpt, "loras": specs}
 

@@ -158,6 +158,10 @@ class Request:
     guidance_options: dict[str, Any] = field(default_factory=dict)
     image: str | None = None
     video: str | None = None
+    #: the generation preset the settings came from (for the record; the settings above are already resolved)
+    preset: str | None = None
+    #: the step cache, ``{"kind": "teacache" | "first-block", "threshold": x}`` (`vidcore.cache_spec`), or None
+    cache: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -245,6 +249,10 @@ def check_request(backend: Backend, req: Request) -> Request:
     from .sampling import Sampler
 
     Sampler.validate(req.sampler, req.sampler_options)
+    from .cache_spec import check_cache_spec
+
+    req.cache = check_cache_spec(req.cache)
+    req.preset = validate.optional_text("preset", req.preset, max_chars=200)
     if not isinstance(req.schedule, str):
         raise InvalidRequestError(f"schedule must be a name; got {req.schedule!r}")
     schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)  # bad names and options fail here
@@ -319,9 +327,25 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
             shift: float | None = None, guidance: float | Mapping[str, float] | None = None,
             seed: int | None = None, sampler_options: Mapping[str, Any] | None = None,
             schedule_options: Mapping[str, Any] | None = None,
-            guidance_options: Mapping[str, Any] | None = None) -> Request:
-    """Fill unset settings from the backend's official defaults and validate the result."""
+            guidance_options: Mapping[str, Any] | None = None, preset: str | None = None,
+            cache: str | Mapping[str, Any] | None = None) -> Request:
+    """Fill unset settings from the backend's official defaults and validate the result.
+
+    ``preset`` (a `vidcore.presets.GenerationPreset` name registered for this backend) fills unset
+    settings first; ``cache`` is a step-cache spec such as ``"teacache:0.2"`` (`vidcore.cache_spec`).
+    """
     d = backend.defaults
+    if preset is not None:
+        from .presets import with_preset
+
+        s = with_preset(backend, preset, {
+            "negative": negative, "size": size, "frames": frames, "fps": fps, "steps": steps, "sampler": sampler,
+            "schedule": schedule, "shift": shift, "guidance": guidance, "sampler_options": sampler_options,
+            "schedule_options": schedule_options, "guidance_options": guidance_options, "cache": cache})
+        negative, size, frames, fps, steps = s["negative"], s["size"], s["frames"], s["fps"], s["steps"]
+        sampler, schedule, shift, guidance, cache = s["sampler"], s["schedule"], s["shift"], s["guidance"], s["cache"]
+        sampler_options, schedule_options = s["sampler_options"], s["schedule_options"]
+        guidance_options = s["guidance_options"]
     if task is None:
         task = "predict" if video is not None and "predict" in backend.tasks else (
             "i2v" if image is not None and "i2v" in backend.tasks else
@@ -351,6 +375,7 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
         guidance=d.guidance if guidance is None else guidance, schedule_options=sched_opts,
         sampler_options=sampler_opts, guidance_options={**d.guidance_options, **(guidance_options or {})},
         image=str(image) if image is not None else None, video=str(video) if video is not None else None,
+        preset=preset, cache=cache,  # type: ignore[arg-type]  # check_request normalises the cache spec
     )
     return check_request(backend, req)
 
