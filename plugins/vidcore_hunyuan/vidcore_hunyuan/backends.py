@@ -277,6 +277,23 @@ class HunyuanBackend(Backend):
     def experts(self, components: Components, req: Any) -> list[Expert]:
         return [Expert("denoiser", "denoiser", _network(components["denoiser"]), "flow", 0.0)]
 
+    # -- LoRA and step caching (vidcore_hunyuan.speedups) -----------------------------------------
+    def lora_key_map(self, component: str, names: list[str]) -> dict[str, Any]:
+        if component != "denoiser":
+            return super().lora_key_map(component, names)
+        from . import speedups
+
+        table = self.__dict__.get("_diffusers_rows")
+        if table is None:
+            table = self.__dict__["_diffusers_rows"] = speedups.diffusers_rows(
+                HunyuanVideoDiT(self.spec.dit, device="meta"), self.spec.dit.hidden_size)
+        return {n: table[n] for n in names if n in table}
+
+    def step_cache_options(self, component: str, module: nn.Module, kind: str, request: Any) -> dict[str, Any]:
+        from . import speedups
+
+        return speedups.step_cache_options(module, kind) if component == "denoiser" else {}
+
     # -- benchmarking ----------------------------------------------------------------------------
     def bench_conditions(self, req: Any, device: torch.device, dtype: torch.dtype) -> Conditions:
         from . import bench

@@ -157,7 +157,7 @@ class FinalLayer(nn.Module):
         shift, scale = self.adaLN_modulation(vec).chunk(2, dim=-1)
         x = _modulate(x, shift, scale)
         lin = self.linear
-        if type(lin) is nn.Linear and lin.weight.dtype != x.dtype:
+        if type(lin) is nn.Linear and lin.weight.dtype != x.dtype and not lin._forward_hooks:
             # the official module keeps this layer in float32 but runs it under bf16 autocast: compute in x's dtype
             return F.linear(x, lin.weight.to(x.dtype), lin.bias.to(x.dtype))
         return lin(x)

@@ -217,6 +217,19 @@ class WanBackend(Backend):
             out.append(Expert(comp, comp, _network(components[comp]), "flow", boundary))
         return out
 
+    # -- LoRA and step caching (vidcore_wan22.speedups) -------------------------------------------
+    def lora_key_map(self, component: str, names: list[str]) -> dict[str, Any]:
+        if component in {c for c, _, _ in self.spec.experts}:
+            from . import speedups
+
+            return speedups.lora_key_map(names)
+        return super().lora_key_map(component, names)
+
+    def step_cache_options(self, component: str, module: nn.Module, kind: str, request: Any) -> dict[str, Any]:
+        from . import speedups
+
+        return speedups.step_cache_options(self.name, kind, request)
+
     # -- benchmarking ----------------------------------------------------------------------------
     def bench_conditions(self, req: Any, device: torch.device, dtype: torch.dtype) -> Conditions:
         from . import bench

@@ -16,3 +16,11 @@ def register_schedules(register):
     from .schedules import wan_flow
 
     register("wan_flow", wan_flow)
+
+
+@hookimpl
+def register_generation_presets(register):
+    from .speedups import PRESETS
+
+    for name, preset in PRESETS.items():
+        register(name, preset)
