@@ -37,15 +37,14 @@ from vidcore.bench.timing import matmul_flops
 from vidcore.errors import UnknownNameError
 from vidcore.kernels import benchmark as bm
 from vidcore.request import resolve
+from vidcore.seeds import initial_noise
 
 
 def conditions(backend, comps: dict, req, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     made = backend.bench_conditions(req, device, dtype)
     if made is not None:
         return made.cond
-    from vidcore.pipeline import backend_encode_components
-
-    for name in backend_encode_components(backend, req):
+    for name in backend.encode_components(req):
         materialise(comps[name], device, dtype)
     with torch.no_grad():
         cond = backend.encode(comps, req, Inputs(), device).cond
@@ -116,7 +115,7 @@ def bench_backend(name: str, args: argparse.Namespace, device: torch.device, dty
     experts = backend.experts(comps, req)
     for expert in experts if args.all_experts else experts[:1]:
         module = materialise(comps[expert.component], device, dtype)
-        x = backend.initial_noise(req, device).to(dtype)
+        x = initial_noise(backend, req, device).to(dtype)
         t = schedule.timesteps[0].reshape(1).to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -36,10 +36,10 @@ def bad_prompts_fail(monkeypatch):
 
     orig = toy_backend.ToyBackend.decode
 
-    def decode(self, components, latents, request):
+    def decode(self, components, latents, request, *, conditions):
         if "(bad)" in request.prompt:
             raise RuntimeError("decoder ran out of memory (simulated)")
-        return orig(self, components, latents, request)
+        return orig(self, components, latents, request, conditions=conditions)
 
     monkeypatch.setattr(toy_backend.ToyBackend, "decode", decode)
 
@@ -193,9 +193,9 @@ sys.path.insert(0, {tests!r})
 import toy_backend
 slow = float(sys.argv[1])
 orig = toy_backend.ToyBackend.decode
-def decode(self, components, latents, request):
+def decode(self, components, latents, request, *, conditions):
     time.sleep(slow)
-    return orig(self, components, latents, request)
+    return orig(self, components, latents, request, conditions=conditions)
 toy_backend.ToyBackend.decode = decode
 from vidcore import plugins
 plugins.reset(extra_plugins=[("toy", toy_backend)])

@@ -157,14 +157,25 @@ def test_enable_twice_replaces_and_other_wrappers_stay(model):
     assert model.blocks.wrappers == [passthrough]
 
 
-def test_signal_and_streams(model):
-    """A supplied signal decides; with streams=2 alternating calls (cond/uncond) keep separate states."""
-    (cache,) = enable_step_cache(model, "teacache", 1e-3, signal=lambda state, kw: kw["temb"], streams=2)
+def test_signal_and_guidance_passes(model):
+    """A supplied signal decides; conditional and unconditional passes run as separate calls (as guidance
+    runs them when not batched) keep separate states, told by the pass guidance is running."""
+    from vidcore.passes import running_pass
+
+    (cache,) = enable_step_cache(model, "teacache", 1e-3, signal=lambda state, kw: kw["temb"])
     temb = torch.randn(2, 16)
     xc, xu = torch.randn(2, 4, 16), torch.randn(2, 4, 16)
+
+    def pair():
+        with running_pass("cond"):
+            c = model.blocks(xc, temb=temb)
+        with running_pass("uncond"):
+            u = model.blocks(xu, temb=temb)
+        return c, u
+
     with torch.no_grad():
-        c0, u0 = model.blocks(xc, temb=temb), model.blocks(xu, temb=temb)
-        c1, u1 = model.blocks(xc, temb=temb), model.blocks(xu, temb=temb)  # same temb: both skip
+        c0, u0 = pair()
+        c1, u1 = pair()  # same temb: both skip
     assert cache.stats.as_dict() == {"calls": 4, "computed": 2, "skipped": 2}
     torch.testing.assert_close(c1, c0, rtol=0, atol=1e-6)
     torch.testing.assert_close(u1, u0, rtol=0, atol=1e-6)
@@ -189,3 +200,38 @@ def test_bad_arguments_are_named(model):
         enable_step_cache(nn.Linear(2, 2), "teacache", 0.1)
     with pytest.raises(InvalidRequestError, match="threshold"):
         enable_step_cache(model, "teacache", -1.0)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_guidance_tells_the_cache_its_passes(batched):
+    """Through `Guidance`, threshold 0 stays bit-exact whether the pair is batched or two calls, and an
+    interval that drops the unconditional pass on some steps does not mix the two passes' states."""
+    from vidcore.guidance import Guidance
+    from vidcore.sampling import Scheduler
+
+    torch.manual_seed(0)
+    net = TinyDiT()
+    schedule = Scheduler("flow")(6)
+    cond, uncond = {"bias": torch.ones(2, 10, 16)}, {"bias": torch.zeros(2, 10, 16)}
+
+    def model(x, sigma, bias):
+        return net(x + 0.1 * bias, torch.as_tensor(float(sigma)))
+
+    guided = Guidance(scale=3.0, interval=(0.3, 1.0), batched=batched).wrap(model, cond, uncond, schedule)
+
+    def run():
+        x = torch.randn(2, 10, 16, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            for s in schedule.sigmas[:-1]:
+                x = guided(x, float(s))
+        return x
+
+    plain = run()
+    (cache,) = enable_step_cache(net, "teacache", 0.0)
+    assert torch.equal(run(), plain)
+    states = cache._states
+    if batched:  # guided steps run one batch ("both"); the rest only the conditional pass
+        assert set(states) == {"both", "cond"}
+    else:
+        assert set(states) == {"cond", "uncond"}
+        assert states["cond"].calls == 6 and states["uncond"].calls < 6

@@ -98,7 +98,7 @@ class ToyBackend(Backend):
         den = components["denoiser"]
         return [Expert("denoiser", "denoiser", lambda x, t, **c: den(x, t, **c), "flow", 0.0)]
 
-    def decode(self, components, latents, request):
+    def decode(self, components, latents, request, *, conditions):
         return to_uint8(latents.clamp(-1, 1)).permute(0, 2, 3, 4, 1).contiguous()
 
 

@@ -144,6 +144,7 @@ class Backend:
 
     Subclasses set the class attributes (or pass them to ``__init__``) and
     implement ``build``, ``encode``, ``latent_shape``, ``experts`` and ``decode``.
+    Everything the pipeline asks of a backend is a method or attribute declared here.
     """
 
     name: str = ""
@@ -157,6 +158,14 @@ class Backend:
     default_dtype: torch.dtype = torch.float32
     #: most sampling steps a request may ask for (1000: the training timesteps of DDPM-style models)
     max_steps: int = 1000
+    #: where the initial noise is drawn: "cpu" (the same numbers on every machine) or "run" (the
+    #: device the model runs on, as official pipelines that seed a CUDA generator do)
+    noise_device: str = "cpu"
+    #: the model takes a distilled guidance scale as an input (``guidance_options["embedded"]``); its
+    #: ``guidance`` stays true classifier-free guidance (diffusers' names differ: see `vidcore.habits`)
+    embedded_guidance: bool = False
+    #: (latent channels, 3) colours of the latent channels for cheap step previews (`vidcore.preview`)
+    latent_rgb: tuple[tuple[float, float, float], ...] | None = None
 
     #: folders (relative to the checkpoint folder) that must be there besides the weight files, e.g.
     #: tokenizers; `load` checks them before reading any weights
@@ -250,22 +259,36 @@ class Backend:
         """Shape of the initial latent for one sample, e.g. (C, T', H', W')."""
         raise NotImplementedError(f"{type(self).__name__} must implement Backend.latent_shape")
 
-    def initial_noise(self, request: Any, device: torch.device, conditions: Conditions | None = None) -> torch.Tensor:
-        """The seeded starting noise, batch of one; override to match an official implementation's draw.
+    def encode_components(self, request: Any) -> list[str]:
+        """The components `encode` runs, so the memory policy has them ready: the text and image
+        encoders, and the VAE when an input image or video is encoded."""
+        names = [c for c in self.components if c.startswith(("text_encoder", "image_encoder"))]
+        if request.task in ("i2v", "ti2v", "predict") and "vae" in self.components:
+            names.append("vae")
+        return names
 
-        The pipeline passes ``conditions`` (keyword) to overrides that accept it.
+    def decode_components(self, request: Any) -> list[str]:
+        """The components `decode` runs (the VAE, when the backend has one)."""
+        return [c for c in self.components if c.startswith("vae")]
+
+    def initial_noise(self, request: Any, generator: torch.Generator, *, conditions: Conditions) -> torch.Tensor:
+        """The starting noise of one video (batch of one), drawn from ``generator``; override to match an
+        official implementation's draw (its dtype, or a mix with an image latent from ``conditions``).
+
+        ``generator`` comes from `vidcore.seeds.noise_generator`: seeded with the request's seed, on the
+        device ``noise_device`` names. The result may stay on that device; the pipeline moves it.
         """
-        gen = torch.Generator("cpu").manual_seed(int(request.seed))
-        noise = torch.randn((1, *self.latent_shape(request)), generator=gen, dtype=torch.float32)
-        return noise.to(device)
+        return torch.randn((1, *self.latent_shape(request)), generator=generator, device=generator.device,
+                           dtype=torch.float32)
 
     def experts(self, components: Components, request: Any) -> list[Expert]:
         """The denoiser(s) from high noise to low."""
         raise NotImplementedError(f"{type(self).__name__} must implement Backend.experts")
 
-    def decode(self, components: Components, latents: torch.Tensor, request: Any,
-               conditions: Conditions | None = None) -> torch.Tensor:
-        """Latents to video frames: uint8 (B, T, H, W, 3); ``conditions`` as for `initial_noise`."""
+    def decode(self, components: Components, latents: torch.Tensor, request: Any, *,
+               conditions: Conditions) -> torch.Tensor:
+        """Latents of one video (batch of one) to frames: uint8 (1, T, H, W, 3); ``conditions`` are what
+        `encode` returned for it (its ``state`` included)."""
         raise NotImplementedError(f"{type(self).__name__} must implement Backend.decode")
 
     # -- LoRA and step caching (optional: the defaults know no model family) -----------------------

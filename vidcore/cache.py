@@ -21,10 +21,12 @@ the cache is one of the stack's ``wrappers``. Off by default. Threshold 0
 never skips and gives bit-identical outputs.
 
 State is per generation: the pipeline calls `reset_step_caches` on each
-denoiser at the start of a run (it returns the previous run's counts). When
-guidance runs the conditional and unconditional passes as separate calls on
-the same stack, pass ``streams=2``: calls then alternate between two
-independent states, as TeaCache does.
+denoiser at the start of a run (it returns the previous run's counts). State
+is also per guidance pass (`vidcore.passes`): when guidance runs the
+conditional and unconditional inputs as separate calls on the same stack, each
+pass compares with its own previous call, as TeaCache does; a batched pair or
+a lone conditional pass is one state. Guidance says which pass is running, so
+the cache never has to be told how the loop batches.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from torch import nn
 
 from .errors import InvalidRequestError, UnknownNameError
 from .nn.blocks import BlockStack, block_stacks
+from .passes import current_pass
 
 log = logging.getLogger(__name__)
 
@@ -117,31 +120,25 @@ class StepCache:
     kind = ""
 
     def __init__(self, stack: BlockStack, threshold: float, *, signal: SignalFn | None = None,
-                 coefficients: Sequence[float] | None = None, warmup: int = 1, streams: int = 1):
-        if threshold < 0 or warmup < 1 or streams < 1:
-            raise InvalidRequestError(
-                f"step cache needs threshold >= 0, warmup >= 1 and streams >= 1 "
-                f"(got {threshold}, {warmup}, {streams})"
-            )
+                 coefficients: Sequence[float] | None = None, warmup: int = 1):
+        if threshold < 0 or warmup < 1:
+            raise InvalidRequestError(f"step cache needs threshold >= 0 and warmup >= 1 (got {threshold}, {warmup})")
         self.stack = stack
         self.threshold = float(threshold)
         self.signal_fn = signal
         self.coefficients = list(coefficients) if coefficients is not None else None
         self.warmup = warmup
-        self.streams = streams
         self.reset()
 
     def reset(self) -> dict[str, Any]:
         """Forget every cached tensor and count (start of a generation); returns the counts so far."""
         previous = getattr(self, "stats", None)
-        self._states = [_Stream() for _ in range(self.streams)]
-        self._call = 0
+        self._states: dict[str, _Stream] = {}
         self.stats = CacheStats()
         return previous.as_dict() if previous is not None else CacheStats().as_dict()
 
     def _stream(self) -> _Stream:
-        st = self._states[self._call % self.streams]
-        self._call += 1
+        st = self._states.setdefault(current_pass(), _Stream())  # one state per guidance pass
         st.calls += 1
         return st
 
@@ -213,7 +210,7 @@ _CLASSES: dict[str, type[StepCache]] = {"teacache": TeaCache, "first-block": Fir
 
 def enable_step_cache(module: nn.Module, kind: str = "teacache", threshold: float = 0.1, *,
                       signal: SignalFn | None = None, coefficients: Sequence[float] | None = None,
-                      warmup: int = 1, streams: int = 1, stacks: Sequence[int] | None = None) -> list[StepCache]:
+                      warmup: int = 1, stacks: Sequence[int] | None = None) -> list[StepCache]:
     """Install a step cache on each `BlockStack` in ``module`` (or those at indices ``stacks``).
 
     Replaces a step cache installed before; returns the new caches (their
@@ -235,8 +232,7 @@ def enable_step_cache(module: nn.Module, kind: str = "teacache", threshold: floa
             continue
         if kind == "first-block" and stack.wrappers:
             log.warning("first-block cache runs the blocks itself: wrappers installed before it are bypassed")
-        cache = _CLASSES[kind](stack, threshold, signal=signal, coefficients=coefficients, warmup=warmup,
-                               streams=streams)
+        cache = _CLASSES[kind](stack, threshold, signal=signal, coefficients=coefficients, warmup=warmup)
         stack.wrappers.append(cache)
         caches.append(cache)
     return caches

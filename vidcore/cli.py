@@ -124,14 +124,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             if record_path(out).exists() and not args.overwrite:
                 raise InvalidRequestError(f"{str(record_path(out))!r} already exists; pass --overwrite to replace "
                                           "it or choose another --out")
-        pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else device)
+        pipe = load(backend, ckpt, memory=memory, dtype=dtype, device=par.device if par else device, parallel=par)
         for spec in loras:
             pipe.load_lora(spec.path, scale=spec.scale, components=list(spec.components or []), mode=spec.mode)
             if writer and not args.quiet:
                 _report_lora(pipe.loras[-1])
         try:
-            if par is not None:
-                par.prepare(pipe)
             video = pipe.run(req, inputs, progress=False if args.quiet or not writer else None)
             if writer:
                 _out(str(video.save(out, overwrite=args.overwrite, lossless=args.lossless)))

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidRequestError
+from .passes import running_pass
 from .sampling.schedules import Schedule
 
 Model = Callable[..., torch.Tensor]
@@ -95,10 +96,17 @@ class Guidance:
         def guided(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
             scale = self.scale_at(model, float(sigma), schedule)
             if uncond is None or scale == 1.0:
-                return model(x, sigma, **with_embedded(x, cond))
-            pair = _batched_pair(call, x, sigma, cond, uncond, with_embedded) if self.batched else None
+                with running_pass("cond"):
+                    return model(x, sigma, **with_embedded(x, cond))
+            pair = None
+            if self.batched:
+                with running_pass("both"):
+                    pair = _batched_pair(call, x, sigma, cond, uncond, with_embedded)
             if pair is None:
-                pair = (call(x, sigma, **with_embedded(x, cond)), call(x, sigma, **with_embedded(x, uncond)))
+                with running_pass("cond"):
+                    out_cond = call(x, sigma, **with_embedded(x, cond))
+                with running_pass("uncond"):
+                    pair = (out_cond, call(x, sigma, **with_embedded(x, uncond)))
             out_cond, out_uncond = pair
             out = out_uncond + scale * (out_cond - out_uncond)
             if self.rescale > 0:

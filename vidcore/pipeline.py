@@ -1,196 +1,228 @@
-"""The one denoising loop shared by every backend.
+"""The one loop shared by every backend: encode, denoise, decode.
 
-validate request -> load inputs -> encode conditions -> initial noise ->
-schedule -> experts (switching by noise level) -> guidance -> sampler ->
-decode -> frames. Backends describe their components; memory policies decide
-where weights live; this loop never knows which model family it runs.
+validate requests -> load inputs -> encode conditions -> initial noise ->
+denoise (`vidcore.denoise`: experts, guidance, sampler) -> decode -> videos.
+Backends describe their components; memory policies decide where weights
+live; this loop never knows which model family it runs. One video or several
+of the same shape go through the same code: a batch stacks the noise and the
+conditions, keeps each video's generators, and returns one video (and one run
+record) per request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .backend import Backend, Components, Inputs
-from .cache import reset_step_caches
+from . import conditions as batching
+from .backend import Backend, Components, Conditions, Inputs
+from .denoise import denoise
 from .errors import InvalidRequestError
+from .habits import translate as translate_diffusers
 from .memory import MemoryPolicy, get_policy
 from .plugins import backend_plugin, get_backend
-from .request import Request, check_fits, check_request, dtype_name, load_inputs, parse_device, parse_dtype, resolve
+from .preview import preview_of
+from .request import (
+    Request,
+    check_fits,
+    check_inputs,
+    check_request,
+    dtype_name,
+    load_inputs,
+    parse_device,
+    parse_dtype,
+    read_inputs,
+    resolve,
+)
+from .seeds import initial_noise, sampler_generators
 from .video import Video
 
 log = logging.getLogger(__name__)
 StepCallback = Callable[[dict[str, Any]], None]
+#: request fields that may differ between the videos of one batch; every other field is the batch's shape
+PER_VIDEO = ("prompt", "negative", "seed", "image", "video")
 
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-class _ComponentSwitch:
-    """Keeps exactly one denoiser component 'in use' under the memory policy as experts switch."""
-
-    def __init__(self, policy: MemoryPolicy, component_of: Mapping[str, str]):
-        self.policy, self.component_of = policy, dict(component_of)
-        self.current: str | None = None
-        self.stack = contextlib.ExitStack()
-
-    def __call__(self, expert_name: str) -> None:
-        comp = self.component_of[expert_name]
-        if comp == self.current:
-            return
-        self.stack.close()
-        self.stack = contextlib.ExitStack()
-        self.stack.enter_context(self.policy.use(comp))
-        self.current = comp
-
-    def close(self) -> None:
-        self.stack.close()
-        self.current = None
-
-
 class Pipeline:
-    """A backend with its components loaded under a memory policy; call it to make a video."""
+    """A backend with its components loaded under a memory policy; call it to make a video (or several)."""
 
     def __init__(self, backend: Backend, components: Components, policy: MemoryPolicy, device: torch.device,
                  *, dtype: torch.dtype | None = None, ckpt_dir: Path | None = None,
-                 checkpoint: dict[str, Any] | None = None, memory_name: str = "resident"):
+                 checkpoint: dict[str, Any] | None = None, memory_name: str = "resident", parallel: Any = None):
         self.backend, self.components, self.policy = backend, components, policy
         self.device, self.dtype, self.ckpt_dir = device, dtype, ckpt_dir
         self.checkpoint = checkpoint
         self.memory_name = memory_name
-        #: a vidcore.distributed.Parallel when one video spans several ranks (set by its prepare())
-        self.parallel: Any = None
+        #: a vidcore.distributed.Parallel when one video spans several ranks (given to `load`)
+        self.parallel = parallel
         self.loras: list[dict[str, Any]] = []
 
     # -- public API -------------------------------------------------------------------------
-    def __call__(self, prompt: str = "", *, callback: StepCallback | None = None, progress: bool | None = None,
-                 **settings: Any) -> Video:
-        """Generate one video; settings are those of `vidcore.request.resolve` (size, frames, steps, ...)."""
-        import inspect
+    def __call__(self, prompt: str | Sequence[str] = "", *, callback: StepCallback | None = None,
+                 progress: bool | None = None, **settings: Any) -> Video | list[Video]:
+        """Generate a video; settings are those of `vidcore.request.resolve` (size, frames, steps, ...), and
+        diffusers' names where they mean the same (`vidcore.habits`).
 
-        accepted = [p for p in inspect.signature(resolve).parameters if p not in ("backend", "prompt")]
+        ``image=``/``video=`` take a path, a PIL image, a numpy array or a tensor (a video also a list of
+        frames). A list of prompts, or of seeds or negative prompts, makes one video per entry in one
+        batched run and returns a list; a single value there applies to every video (in a batched call a
+        list given as ``image``/``video`` is one per video).
+        """
+        from . import media
+
+        settings = translate_diffusers(self.backend, settings)
+        accepted = _setting_names()
         unknown = sorted(set(settings) - set(accepted))
         if unknown:
             raise InvalidRequestError(f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
-        req = resolve(self.backend, prompt, **settings)
-        return self.run(req, callback=callback, progress=progress)
+        everything = {"prompt": prompt, **settings}
+        lists = {k for k in ("prompt", "negative", "seed") if isinstance(everything.get(k), (list, tuple))}
+        batched = bool(lists)
+        if batched:
+            lists |= {k for k in ("image", "video") if isinstance(everything.get(k), (list, tuple))}
+        counts = {k: len(everything[k]) for k in lists}
+        n = next(iter(counts.values())) if counts else 1
+        if any(c != n for c in counts.values()) or n == 0:
+            raise InvalidRequestError(f"batched settings must list one value per video, the same number each; "
+                                      f"got {', '.join(f'{k}: {c}' for k, c in counts.items())}")
+        reqs, ins = [], []
+        for i in range(n):
+            one = {k: (v[i] if k in lists else v) for k, v in everything.items()}
+            pixels = {}
+            for kind, convert in (("image", media.as_image), ("video", media.as_video)):
+                value = one.get(kind)
+                if value is not None and not media.is_path(value):
+                    pixels[kind] = convert(value)
+                    one[kind] = media.label(pixels[kind], kind)
+            req = resolve(self.backend, one.pop("prompt"), **one)
+            inputs = read_inputs(_without(req, pixels))  # files only; in-memory media have none
+            inputs.image = pixels.get("image", inputs.image)
+            inputs.video = pixels.get("video", inputs.video)
+            ins.append(check_inputs(self.backend, req, inputs))
+            reqs.append(req)
+        videos = self.run_many(reqs, ins, callback=callback, progress=progress)
+        return videos if batched else videos[0]
 
     def run(self, req: Request, inputs: Inputs | None = None, *, callback: StepCallback | None = None,
             progress: bool | None = None) -> Video:
-        from .guidance import Guidance
-        from .sampling import Experts, Sampler, Scheduler, wrap_network
+        """One video for a resolved request (a run record's, a batch line's, or `resolve`'s)."""
+        return self.run_many([req], None if inputs is None else [inputs], callback=callback, progress=progress)[0]
 
-        backend, policy = self.backend, self.policy
-        check_request(backend, req)  # a hand-built or replayed request meets the rules resolve applies
+    def run_many(self, requests: Sequence[Request], inputs: Sequence[Inputs] | None = None, *,
+                 callback: StepCallback | None = None, progress: bool | None = None) -> list[Video]:
+        """Videos of one shape (they differ only in `PER_VIDEO` fields) denoised as one batch.
+
+        Each keeps its own noise and sampler generators, so each equals its run alone up to the
+        rounding of batched matmuls. Conditions that cannot stack (e.g. different text lengths)
+        make the videos run one after another instead.
+        """
+        reqs = list(requests)
+        if not reqs:
+            return []
+        for req in reqs:  # a hand-built or replayed request meets the rules resolve applies
+            check_request(self.backend, req)
         if inputs is None:
-            inputs = load_inputs(backend, req)
-        check_fits(backend, req, self.device)
-        timings: dict[str, float] = {}
+            ins = [load_inputs(self.backend, r) for r in reqs]
+        else:  # already read (and the size already adjusted to them): check what the backend needs
+            ins = list(inputs)
+            if len(ins) != len(reqs):
+                raise InvalidRequestError(f"got {len(ins)} inputs for {len(reqs)} requests; give one per request")
+            for req, i in zip(reqs, ins):
+                check_inputs(self.backend, req, i, adjust=False)
+        _check_one_shape(reqs)
+        check_fits(self.backend, reqs[0], self.device, videos=len(reqs))
         t_start = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        timings: dict[str, float] = {}
+        conds = self._encode(reqs, ins, timings)
+        try:
+            stacked = batching.stack(conds)
+        except batching.NotStackable as why:
+            log.info("running %d videos one by one: %s", len(reqs), why)
+            return [v for r, i in zip(reqs, ins) for v in self.run_many([r], [i], callback=callback,
+                                                                      progress=progress)]
+        latents = self._denoise(reqs, conds, stacked, timings, callback, progress)
+        frames = self._decode(reqs, conds, latents, timings)
+        wall = time.perf_counter() - t_start
+        return [Video(f[0].cpu(), r.fps, self._record(r, wall, timings, index=i, size=len(reqs)))
+                for i, (r, f) in enumerate(zip(reqs, frames))]
 
-        # 1. conditions
+    # -- the three stages -------------------------------------------------------------------
+    def _encode(self, reqs: list[Request], ins: list[Inputs], timings: dict[str, float]) -> list[Conditions]:
+        """Each video's conditions, on the run's device; the encoders are in use once for the batch."""
         t0 = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            enc_names = backend_encode_components(backend, req)
-            for name in enc_names:
-                stack.enter_context(policy.use(name))
-            enc_device = policy.input_device(enc_names[0]) if enc_names else self.device
-            with torch.no_grad():
-                conds = backend.encode(self.components, req, inputs, enc_device)
-        cond = _to_device(conds.cond, self.device)
-        uncond = _to_device(conds.uncond, self.device) if conds.uncond is not None else None
+        names = self.backend.encode_components(reqs[0])
+        out = []
+        with contextlib.ExitStack() as stack, torch.no_grad():
+            for name in names:
+                stack.enter_context(self.policy.use(name))
+            device = self.policy.input_device(names[0]) if names else self.device
+            for req, inputs in zip(reqs, ins):
+                c = self.backend.encode(self.components, req, inputs, device)
+                uncond = batching.to_device(c.uncond, self.device) if c.uncond is not None else None
+                out.append(Conditions(batching.to_device(c.cond, self.device), uncond, c.state))
         timings["encode"] = time.perf_counter() - t0
+        return out
 
-        # 2. noise, schedule, experts, guidance
-        noise = _with_conditions(backend.initial_noise, conds)(req, self.device)
-        schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)
-        experts = backend.experts(self.components, req)
-        component_of = {e.name: e.component for e in experts}
-        for comp in dict.fromkeys(component_of.values()):
-            reset_step_caches(self.components[comp])
-        switch = _ComponentSwitch(policy, component_of)
-        model = Experts([(e.name, wrap_network(e.network, e.prediction, schedule), e.boundary) for e in experts],
-                        on_switch=switch)
-        g_opts = dict(req.guidance_options)
-        # a backend may ask for sequential passes (the official order); a memory policy may too
-        batched = bool(g_opts.pop("batched", True)) and policy.batched_guidance
-        guidance = Guidance(scale=req.guidance, batched=batched, **g_opts)
-        par = self.parallel
-        guided = (par.guide(guidance, model, cond, uncond, schedule) if par is not None
-                  else guidance.wrap(model, cond, uncond, schedule))
-        sampler = Sampler.get(req.sampler)
-        generator = torch.Generator("cpu").manual_seed(req.seed + 1)
-
-        # 3. sample
-        t0 = time.perf_counter()
-        bar = _progress_bar(req.steps, progress, backend.name)
+    def _denoise(self, reqs: list[Request], conds: list[Conditions], stacked: Conditions,
+                 timings: dict[str, float], callback: StepCallback | None, progress: bool | None) -> torch.Tensor:
+        noise = torch.cat([initial_noise(self.backend, r, self.device, c) for r, c in zip(reqs, conds)])
+        bar = _progress_bar(reqs[0].steps, progress, self.backend.name)
         step_times: list[float] = []
         last = [time.perf_counter()]
 
-        sigmas = schedule.sigmas
-
-        def prefetch_before_switch(i: int) -> None:
-            """While step i runs, put the expert of step i+1 in flight if it differs (no stall at the switch)."""
-            if i + 1 < len(sigmas) - 1:
-                now_e, next_e = model.expert_for(sigmas[i]), model.expert_for(sigmas[i + 1])
-                if next_e != now_e:
-                    policy.prefetch(component_of[next_e])
-
         def on_step(info: dict[str, Any]) -> None:
-            prefetch_before_switch(int(info["i"]) + 1)
             now = time.perf_counter()
             step_times.append(now - last[0])
             last[0] = now
             if bar is not None:
                 bar.update(1)
             if callback is not None:
+                info.setdefault("preview", preview_of(info, self.backend.latent_rgb))
                 callback(info)
 
+        t0 = time.perf_counter()
         try:
-            with torch.no_grad():
-                switch(model.expert_for(schedule.sigmas[0]))
-                prefetch_before_switch(0)
-                x = schedule.prior(noise)
-                latents = sampler(guided, x, schedule, callback=on_step, generator=generator, **req.sampler_options)
+            latents = denoise(self.backend, self.components, self.policy, reqs[0], stacked, noise,
+                              generator=sampler_generators(reqs), on_step=on_step, parallel=self.parallel)
         finally:
-            switch.close()
             if bar is not None:
                 bar.close()
         timings["sample"] = time.perf_counter() - t0
         if step_times:
             timings["step_mean"] = sum(step_times) / len(step_times)
+        return latents
 
-        # 4. decode
+    def _decode(self, reqs: list[Request], conds: list[Conditions], latents: torch.Tensor,
+                timings: dict[str, float]) -> list[torch.Tensor]:
+        """Frames of each video, decoded one at a time (a VAE's peak grows with the batch)."""
         t0 = time.perf_counter()
-        split = par.decoding() if par is not None else contextlib.nullcontext()  # VAE tiles over the ranks
-        with policy.use("vae") if "vae" in self.components else contextlib.nullcontext(), torch.no_grad(), split:
-            frames = _with_conditions(backend.decode, conds)(self.components, latents, req)
+        split = self.parallel.decoding() if self.parallel is not None else contextlib.nullcontext()
+        out = []
+        with contextlib.ExitStack() as stack, torch.no_grad(), split:
+            for name in self.backend.decode_components(reqs[0]):
+                stack.enter_context(self.policy.use(name))
+            for i, (req, c) in enumerate(zip(reqs, conds)):
+                frames = self.backend.decode(self.components, latents[i:i + 1], req, conditions=c)
+                if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[0] != 1 or frames.shape[-1] != 3:
+                    raise RuntimeError(f"backend {self.backend.name!r} decode returned {frames.dtype} "
+                                       f"{tuple(frames.shape)}, expected uint8 (1, T, H, W, 3)")
+                out.append(frames)
         timings["decode"] = time.perf_counter() - t0
-        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
-            raise RuntimeError(f"backend {backend.name!r} decode returned {frames.dtype} {tuple(frames.shape)}, "
-                               "expected uint8 (B, T, H, W, 3)")
-        record = self._record(req, time.perf_counter() - t_start, timings)
-        return Video(frames[0].cpu(), req.fps, record)
+        return out
 
     def load_lora(self, path: str | Path, *, scale: float = 1.0, components: list[str] | None = None,
                   mode: str = "hook") -> None:
@@ -212,7 +244,8 @@ class Pipeline:
         self.close()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _record(self, req: Request, wall: float, timings: dict[str, float]) -> dict[str, Any]:
+    def _record(self, req: Request, wall: float, timings: dict[str, float], *, index: int = 0,
+                size: int = 1) -> dict[str, Any]:
         from .records import make_record
 
         try:
@@ -224,70 +257,61 @@ class Pipeline:
             ckpt.setdefault("dir", str(self.ckpt_dir))
         rec = make_record(request=req.to_dict(), plugin=plugin, memory=dict(self.policy.describe(),
                           preset=self.memory_name), dtype=dtype_name(self.dtype), device=self.device,
-                          checkpoint=ckpt or None, wall_time_s=wall, timings=timings)
+                          checkpoint=ckpt or None, wall_time_s=wall, timings=dict(timings))
         rec["loras"] = list(self.loras)
+        if size > 1:  # the same video alone differs only by batched-matmul rounding
+            rec["batch"] = {"size": size, "index": index}
         if self.parallel is not None:
             layout = self.parallel.layout
-            rec["parallel"] = {k: getattr(layout, k) for k in ("world", "cfg", "ulysses", "ring") if hasattr(layout, k)}
+            rec["parallel"] = {"world": layout.world, "cfg": layout.cfg, "ulysses": layout.ulysses,
+                               "ring": layout.ring}
         return rec
 
 
-def _with_conditions(method: Callable[..., Any], conds: Any) -> Callable[..., Any]:
-    """``method`` with ``conditions=conds`` bound when it accepts that keyword (older backends do not)."""
-    import functools
+def _without(req: Request, fields: Mapping[str, Any]) -> Request:
+    """A copy of ``req`` without the media given in memory (those have no file to read)."""
+    return dataclasses.replace(req, **{k: None for k in fields})
+
+
+def _setting_names() -> list[str]:
     import inspect
 
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return method
-    if "conditions" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return functools.partial(method, conditions=conds)
-    return method
+    return [p for p in inspect.signature(resolve).parameters if p not in ("backend", "prompt")]
 
 
-def backend_encode_components(backend: Backend, req: Request) -> list[str]:
-    """Components used while encoding conditions (text/image encoders; the VAE for image/video inputs)."""
-    fn = getattr(backend, "encode_components", None)
-    if callable(fn):
-        return list(fn(req))
-    names = [c for c in backend.components if c.startswith(("text_encoder", "image_encoder"))]
-    if req.task in ("i2v", "ti2v", "predict") and "vae" in backend.components:
-        names.append("vae")
-    return names
+def _check_one_shape(reqs: list[Request]) -> None:
+    """Videos of one batch share every setting but the per-video ones (one line naming the first other)."""
+    first = reqs[0]
+    for i, req in enumerate(reqs[1:], start=1):
+        for f in dataclasses.fields(first):
+            if f.name not in PER_VIDEO and getattr(req, f.name) != getattr(first, f.name):
+                raise InvalidRequestError(
+                    f"videos of one batch must share {f.name}; video {i} has {getattr(req, f.name)!r}, video 0 "
+                    f"{getattr(first, f.name)!r}: run them in separate batches")
 
 
-def apply_vae_switches(components: Components, policy: MemoryPolicy) -> None:
-    """Turn on the VAE tiling/chunking a policy asks for, on VAEs that expose ``tiling``/``chunked``.
-
-    The convention for plugin VAEs: a boolean-ish ``tiling`` attribute (spatial tiles) and a
-    ``chunked`` attribute (temporal chunks); a policy only ever switches them on.
-    """
-    for name, module in components.items():
-        if not name.startswith("vae"):
-            continue
-        if policy.vae_tiling and hasattr(module, "tiling") and not module.tiling:
-            module.tiling = True
-        if policy.vae_chunking and hasattr(module, "chunked") and not module.chunked:
-            module.chunked = True
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
 
 
 def _progress_bar(total: int, progress: bool | None, desc: str):
-    if progress is False or (progress is None and not sys.stderr.isatty()):
+    """A bar on a terminal or in a notebook (tqdm.auto picks the widget there); none when piped."""
+    if progress is False or (progress is None and not (sys.stderr.isatty() or _in_notebook())):
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True)
 
 
 def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str | MemoryPolicy = "resident",
          dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
-         verify: bool = True) -> Pipeline:
+         verify: bool = True, parallel: Any = None) -> Pipeline:
     """Load a backend's weights under a memory policy and return a ready `Pipeline`.
 
     ``ckpt`` is a checkpoint folder; without it, backends that ship their
     weights (the embedded demo) load them, and others look in the Hugging Face
-    cache (`vidcore download` fills it).
+    cache (`vidcore download` fills it). ``parallel`` (a `vidcore.distributed.Parallel`, from
+    torchrun) spreads each video over the ranks: it is installed on the components here.
     """
     if not isinstance(backend, (str, Backend)):
         raise InvalidRequestError(f"backend must be a backend name or a vidcore.Backend; got {backend!r}")
@@ -318,11 +342,12 @@ def load(backend: str | Backend, ckpt: str | Path | None = None, *, memory: str 
     t0 = time.perf_counter()
     b = b.for_checkpoint(ckpt_dir)  # a backend whose files say what the model is binds a copy; never the registered one
     components = b.load(ckpt_dir, policy.placement(dev, b.default_dtype if wdtype is None else wdtype))
-    policy.setup(components, dev)
-    apply_vae_switches(components, policy)
+    policy.setup(components, dev)  # the policy also turns on the VAE switches it wants
     for module in components.values():
         module.eval().requires_grad_(False)
+    if parallel is not None:
+        parallel.prepare(components)
     log.info("loaded %s in %.1f s (memory=%s, dtype=%s, device=%s)", b.name, time.perf_counter() - t0,
              memory_name, dtype_name(wdtype), dev)
     return Pipeline(b, components, policy, dev, dtype=wdtype, ckpt_dir=ckpt_dir, checkpoint=checkpoint,
-                    memory_name=memory_name)
+                    memory_name=memory_name, parallel=parallel)

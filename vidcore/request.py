@@ -88,7 +88,7 @@ def _available_bytes(device: torch.device) -> int | None:
     return None
 
 
-def check_fits(backend: Backend, req: Request, device: torch.device | str) -> None:
+def check_fits(backend: Backend, req: Request, device: torch.device | str, *, videos: int = 1) -> None:
     """Refuse, before any allocation, a video whose unavoidable tensors alone exceed the free memory.
 
     The bound counts only what every backend must hold: the decoded frames in
@@ -102,13 +102,15 @@ def check_fits(backend: Backend, req: Request, device: torch.device | str) -> No
         latent = math.prod(backend.latent_shape(req)) * 4 * 4
     except Exception:  # noqa: BLE001 - a backend that cannot say still gets the frames bound
         latent = 0
-    need = frames_bytes + latent
+    need = frames_bytes + latent * videos  # a batch holds every latent; frames are decoded one video at a time
     free = _available_bytes(dev)
     if free is not None and need > free:
+        what = f"a {req.width}x{req.height} video of {req.frames} frames" if videos == 1 else (
+            f"a batch of {videos} {req.width}x{req.height} videos of {req.frames} frames")
         raise InvalidRequestError(
-            f"a {req.width}x{req.height} video of {req.frames} frames needs at least {need / 2**30:.1f} GiB on "
-            f"{dev.type} for its frames alone, and {free / 2**30:.1f} GiB is free; ask for fewer --frames or a "
-            "smaller --size")
+            f"{what} needs at least {need / 2**30:.1f} GiB on {dev.type} for its frames alone, and "
+            f"{free / 2**30:.1f} GiB is free; ask for fewer --frames or a smaller --size"
+            + (" or batch fewer videos" if videos > 1 else ""))
 
 
 def parse_size(text: str | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
@@ -377,19 +379,39 @@ def resolve(backend: Backend, prompt: str = "", *, task: str | None = None, nega
         image=str(image) if image is not None else None, video=str(video) if video is not None else None,
         preset=preset, cache=cache,  # type: ignore[arg-type]  # check_request normalises the cache spec
     )
+    from .habits import warn_true_cfg_on_distilled
+
+    warn_true_cfg_on_distilled(backend, req.guidance)
     return check_request(backend, req)
 
 
 def load_inputs(backend: Backend, req: Request) -> Inputs:
     """Read the request's media (cheap), let the backend adjust the size, then check size and frames."""
+    return check_inputs(backend, req, read_inputs(req))
+
+
+def read_inputs(req: Request) -> Inputs:
+    """The request's image and video files, decoded (one line if missing, unreadable or given in memory)."""
+    from .media import is_in_memory
     from .video import read_image, read_video
 
     inputs = Inputs()
+    for field_name, flag in (("image", "image"), ("video", "video")):
+        given = getattr(req, field_name)
+        if is_in_memory(given):
+            raise InvalidRequestError(f"the {field_name} of this request was given in memory ({given}); pass it "
+                                      f"again (pipe(..., {flag}=...)) or a file path")
     if req.image is not None:
         inputs.image = read_image(req.image)
     if req.video is not None:
         inputs.video, _ = read_video(req.video)
-    resized = backend.resolve_size(req, inputs)
+    return inputs
+
+
+def check_inputs(backend: Backend, req: Request, inputs: Inputs, *, adjust: bool = True) -> Inputs:
+    """With ``adjust``, let the backend adjust the size to the inputs (e.g. an image's aspect ratio; do it
+    once per request); then check size, frames and the backend's own rules."""
+    resized = backend.resolve_size(req, inputs) if adjust else None
     if resized is not None:
         req.width, req.height = resized
     backend.sizes.check(req.width, req.height)

@@ -155,6 +155,43 @@ class Video:
     fps: float
     record: dict[str, Any] | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        t, h, w, _ = self.frames.shape
+        rec = self.record or {}
+        req = rec.get("request") or {}
+        made = f", {req['backend']}, seed {req['seed']}" if "backend" in req and "seed" in req else ""
+        length = f"{t / self.fps:.1f} s" if self.fps else "? s"
+        return f"Video({t} frames, {w}x{h}, {self.fps:g} fps, {length}{made})"
+
+    def to_numpy(self) -> np.ndarray:
+        """The frames as a uint8 numpy array (T, H, W, 3)."""
+        return self.frames.numpy()
+
+    def to_pil(self) -> list[Any]:
+        """The frames as PIL images (needs Pillow: ``pip install pillow``)."""
+        try:
+            from PIL import Image
+        except ImportError:
+            raise InvalidRequestError("Video.to_pil needs Pillow; pip install pillow (or use to_numpy())") from None
+        return [Image.fromarray(f) for f in self.to_numpy()]
+
+    def _repr_html_(self) -> str:
+        """An inline player in Jupyter: the mp4 (H.264, browsers play it) embedded as a data URL."""
+        import base64
+        import html
+        import tempfile
+
+        frames = self.frames
+        if frames.shape[1] % 2 or frames.shape[2] % 2:  # yuv420p needs even sides: repeat the last row/column
+            frames = torch.nn.functional.pad(frames.permute(0, 3, 1, 2).float(),
+                                             (0, frames.shape[2] % 2, 0, frames.shape[1] % 2),
+                                             mode="replicate").permute(0, 2, 3, 1).to(torch.uint8)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write_video(Path(tmp) / "preview.mp4", frames, self.fps or 16)
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return (f'<video controls loop autoplay muted playsinline title="{html.escape(repr(self))}" '
+                f'width="{self.frames.shape[2]}" src="data:video/mp4;base64,{data}"></video>')
+
     def save(self, path: str | Path, *, overwrite: bool = False, crf: int = 18, lossless: bool = False,
              record: bool = True) -> Path:
         """Write the mp4 and, beside it, the run record (``<name>.json``) needed to reproduce it.

@@ -252,11 +252,12 @@ def stage_noise(tiny: bool) -> dict[str, Any]:
     torch, device, _ = setup(tiny)
     from vidcore import plugins
     from vidcore.request import resolve
+    from vidcore.seeds import initial_noise
 
     backend = plugins.get_backend("wan2.2-t2v-a14b")
     size, frames = (None, None) if tiny else ("832x480", 81)
     req = resolve(backend, "noise", size=size, frames=frames, seed=42)
-    x = backend.initial_noise(req, device)
+    x = initial_noise(backend, req, device)
     digest = hashlib.sha256(x.float().cpu().contiguous().numpy().tobytes()).hexdigest()
     log(f"noise {tuple(x.shape)} on {device}: {digest}")
     return {"noise_sha256": digest, "noise_shape": list(x.shape), "noise_device": str(device)}
@@ -378,6 +379,7 @@ def stage_e2e(tiny: bool) -> dict[str, Any]:
     """TI2V-5B through T5 (random token ids), a few guided flow steps and the tiled VAE decode, to an mp4."""
     torch, device, dtype = setup(tiny)
     from vidcore import plugins
+    from vidcore.backend import Conditions
     from vidcore.bench import denoiser as bd
     from vidcore.bench.random_weights import materialise
     from vidcore.bench.timing import peak_gib, peak_reset, sync
@@ -437,7 +439,7 @@ def stage_e2e(tiny: bool) -> dict[str, Any]:
     vae = comps["vae"]
     stage("vae weights", lambda: materialise(vae, device, torch.float32))
     vae.tiling = True
-    frames = stage("vae decode (tiled)", lambda: backend.decode(comps, lat, req))
+    frames = stage("vae decode (tiled)", lambda: backend.decode(comps, lat, req, conditions=Conditions({})))
     out["frames_shape"] = list(frames.shape)
     try:
         import hashlib

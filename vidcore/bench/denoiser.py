@@ -103,7 +103,9 @@ def build_expert(case: Case, expert: str | None, weight_dtype: torch.dtype | Non
 
 
 def noise(case: Case) -> torch.Tensor:
-    return case.backend.initial_noise(case.request, case.device).to(case.device)
+    from ..seeds import initial_noise
+
+    return initial_noise(case.backend, case.request, case.device)
 
 
 def forward_conditions(case: Case, x: torch.Tensor) -> dict[str, Any]:

@@ -73,14 +73,11 @@ class Parallel:
     def is_writer(self) -> bool:
         return self.groups.rank == 0
 
-    def prepare(self, target: Any) -> None:
-        """Install sequence parallelism on a `Pipeline`'s (or a component dict's) planned stacks; a
-        pipeline also gets ``pipe.parallel = self`` (its hooks call `guide` and `decoding`)."""
-        components: Mapping[str, Any] = getattr(target, "components", target)
+    def prepare(self, components: Mapping[str, Any]) -> None:
+        """Install sequence parallelism on the components' planned stacks (`vidcore.load(..., parallel=)`
+        calls it; the pipeline then calls `guide` and `decoding`)."""
         if self.layout.sp > 1:
             enable_sequence_parallel(components, self.groups)
-        if hasattr(target, "components"):
-            target.parallel = self
 
     def same_request(self, req: Any) -> Any:
         """Rank 0's request on every rank (our own objects, pickled between our own processes)."""

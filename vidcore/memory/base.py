@@ -65,8 +65,18 @@ class MemoryPolicy:
         """Put loaded components where this policy keeps them between uses."""
         self.device = torch.device(device)
         self.components = dict(components)
+        self.switch_on(self.components)
         for module in self.components.values():
             module.to(self.device)
+
+    def switch_on(self, components: Mapping[str, nn.Module]) -> None:
+        """Turn on the memory switches (VAE tiling/chunking) this policy asks for, on the components
+        that declare them (`vidcore.nn.MemorySwitches`)."""
+        from ..nn.switches import MemorySwitches
+
+        for name, module in components.items():
+            if component_role(name) == "vae" and isinstance(module, MemorySwitches):
+                module.enable_memory_switches(tiling=self.vae_tiling, chunked=self.vae_chunking)
 
     def input_device(self, component: str) -> torch.device:
         return self.device

@@ -121,6 +121,7 @@ class ComposedPolicy(MemoryPolicy):
         self.teardown()
         self.device = torch.device(device)
         self.components = dict(components)
+        self.switch_on(self.components)
         self.transport = Transport(self.device, pin=self.spec.pin if self.spec.pin is not None else True)
         for comp in self.components:
             self._setup_one(comp)

@@ -2,5 +2,6 @@
 
 from .blocks import BlockStack, block_stacks
 from .norms import RMSNorm
+from .switches import MemorySwitches
 
-__all__ = ["BlockStack", "RMSNorm", "block_stacks"]
+__all__ = ["BlockStack", "MemorySwitches", "RMSNorm", "block_stacks"]

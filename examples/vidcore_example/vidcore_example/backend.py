@@ -59,5 +59,5 @@ class ExampleBackend(Backend):
     def experts(self, components, request):
         return [Expert("denoiser", "denoiser", components["denoiser"], prediction="x0")]
 
-    def decode(self, components, latents, request):
+    def decode(self, components, latents, request, *, conditions):
         return to_uint8(latents).permute(0, 2, 3, 4, 1).contiguous()

@@ -17,6 +17,7 @@ import vidcore
 from vidcore.backend import Inputs
 from vidcore.errors import InvalidRequestError
 from vidcore.request import load_inputs, resolve
+from vidcore.seeds import initial_noise
 
 DATA = Path(__file__).parent / "data"
 T2V = next(b for b in BACKENDS if b.name == "hunyuan-video-t2v")
@@ -87,7 +88,7 @@ def test_schedule_is_the_official_flow_grid():
 
 def test_noise_is_the_official_draw():
     req = resolve(T2V, "a cat", size="960x544", frames=129, seed=42)
-    noise = T2V.initial_noise(req, torch.device("cpu"))
+    noise = initial_noise(T2V, req, torch.device("cpu"))
     assert noise.shape == (1, 16, 33, 68, 120) and noise.dtype == torch.float32
     gen = torch.Generator("cpu").manual_seed(42)
     want = torch.randn((1, 16, 33, 68, 120), generator=gen, dtype=torch.float16).float()

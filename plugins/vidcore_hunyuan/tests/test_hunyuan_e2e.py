@@ -10,6 +10,7 @@ from vidcore_hunyuan.backends import HunyuanBackend
 from vidcore_hunyuan.convert import to_diffusers
 
 import vidcore
+from vidcore.seeds import initial_noise
 
 diffusers = pytest.importorskip("diffusers")
 PROMPT = "a cat surfing a wave at sunset"
@@ -57,7 +58,7 @@ def test_latents_match_diffusers_pipeline(tiny, cfg):
     ours = steps[-1]
     req = vidcore.request.resolve(backend, PROMPT, size=(64, 48), frames=5, seed=7)
     state = {"noise_dtype": torch.float32}  # the text encoders' dtype in this fp32 run
-    noise = backend.initial_noise(req, torch.device("cpu"), conditions=vidcore.Conditions({}, state=state))
+    noise = initial_noise(backend, req, torch.device("cpu"), vidcore.Conditions({}, state=state))
     ref = _diffusers_pipe(pipe, spec)
     tpl = spec.template
     with torch.no_grad():

@@ -15,6 +15,7 @@ from vidcore_hunyuan.llava import LlavaTextEncoder
 
 from vidcore.backend import Conditions
 from vidcore.errors import InvalidRequestError
+from vidcore.seeds import initial_noise
 
 diffusers = pytest.importorskip("diffusers")
 DATA = Path(__file__).parent / "data"
@@ -146,7 +147,7 @@ def test_i2v_run_matches_diffusers_token_replace(tiny_i2v, tmp_path):
     req = resolve(backend, PROMPTS[0], image=str(path), frames=5, seed=11)
     req.width, req.height = 32, 48
     state = {"noise_dtype": torch.float32}  # what encode records for this fp32 run
-    noise = backend.initial_noise(req, torch.device("cpu"), conditions=Conditions({}, state=state))  # raw draw
+    noise = initial_noise(backend, req, torch.device("cpu"), Conditions({}, state=state))  # raw draw
     tpl = spec.template
     with torch.no_grad():
         want = ref(image=Image.fromarray(image.numpy()), prompt=PROMPTS[0], height=48, width=32, num_frames=5,
@@ -173,16 +174,17 @@ def test_i2v_stability_start_and_pinned_first_frame(tiny_i2v, tmp_path):
     Image.fromarray(image.numpy()).save(path)
     req = resolve(backend, "a cat", image=str(path), frames=5, seed=5)
     req.width, req.height = 32, 48
-    raw = backend.initial_noise(req, torch.device("cpu"))  # official default: drawn in fp16
+    raw = initial_noise(backend, req, torch.device("cpu"))  # official default: drawn in fp16
     assert torch.equal(raw, raw.half().float())
     conds = backend.encode(pipe.components, req, Inputs(image=image), torch.device("cpu"))
     z = conds.cond["first_frame"]
     assert z.shape == (1, 4, 1, 6, 4)
     conds.state["noise_dtype"] = torch.float16  # as with the official fp16 text encoders
-    mixed = backend.initial_noise(req, torch.device("cpu"), conditions=conds)
+    mixed = initial_noise(backend, req, torch.device("cpu"), conds)
     want = (raw.half() * torch.tensor([0.999]) + z.half() * (1 - torch.tensor([0.999]))).half().float()
     torch.testing.assert_close(mixed, want, rtol=0, atol=0)
     latents = torch.randn(1, 4, 2, 6, 4)
     frames = backend.decode(pipe.components, latents, req, conditions=conds)  # pins frame 0 to the image latent
-    ref = backend.decode(pipe.components, torch.cat([z, latents[:, :, 1:]], dim=2), req)
+    ref = backend.decode(pipe.components, torch.cat([z, latents[:, :, 1:]], dim=2), req,
+                         conditions=Conditions({}))
     assert torch.equal(frames, ref)

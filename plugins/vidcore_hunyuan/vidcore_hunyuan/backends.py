@@ -117,9 +117,11 @@ class HunyuanBackend(Backend):
     default_dtype = torch.bfloat16  # --precision bf16 (DiT); text encoders and VAE fp16
     components = ("text_encoder", "text_encoder_2", "denoiser", "vae")
     checkpoint_doc = "docs/hunyuan.md"  # the folder is assembled from several repositories
+    noise_device = "run"  # the official code seeds a generator on the run's device
 
     def __init__(self, spec: HunyuanSpec):
         self.spec = spec
+        self.embedded_guidance = spec.dit.guidance_embed
         self.name, self.description, self.tasks = spec.name, spec.description, spec.tasks
         self.defaults = spec.defaults
         self.layout = _layout(spec)
@@ -217,15 +219,14 @@ class HunyuanBackend(Backend):
         s = p.spatial_compression
         return (p.latent_channels, (req.frames - 1) // p.time_compression + 1, req.height // s, req.width // s)
 
-    def initial_noise(self, req: Any, device: torch.device, conditions: Conditions | None = None) -> torch.Tensor:
-        """As ``sample_video.py``: a generator on the run's device seeded with the seed, one draw in the text
-        encoder's dtype (``prompt_embeds.dtype``: fp16 officially); I2V stability mixes in 0.1% of the image
-        latent and rounds to that dtype again (``prepare_latents``)."""
-        device = torch.device(device)
-        state = conditions.state if conditions is not None else {}
+    def initial_noise(self, req: Any, generator: torch.Generator, *, conditions: Conditions) -> torch.Tensor:
+        """As ``sample_video.py``: a generator on the run's device (``noise_device = "run"``) seeded with the
+        seed, one draw in the text encoder's dtype (``prompt_embeds.dtype``: fp16 officially); I2V stability
+        mixes in 0.1% of the image latent and rounds to that dtype again (``prepare_latents``)."""
+        device = generator.device
+        state = conditions.state
         dtype = state.get(_NOISE_DTYPE, torch.float16)
-        gen = torch.Generator(device=device).manual_seed(int(req.seed))
-        noise = torch.randn((1, *self.latent_shape(req)), generator=gen, device=device, dtype=dtype)
+        noise = torch.randn((1, *self.latent_shape(req)), generator=generator, device=device, dtype=dtype)
         first = state.get(_FIRST_FRAME)
         if self.spec.stability and first is not None:
             t = torch.tensor([0.999], device=device)
@@ -305,10 +306,10 @@ class HunyuanBackend(Backend):
 
         return bench.diffusers_reference(self.spec.dit, module, device, dtype)
 
-    def decode(self, components: Components, latents: torch.Tensor, req: Any,
-               conditions: Conditions | None = None) -> torch.Tensor:
+    def decode(self, components: Components, latents: torch.Tensor, req: Any, *,
+               conditions: Conditions) -> torch.Tensor:
         vae = components["vae"]
-        first = conditions.state.get(_FIRST_FRAME) if conditions is not None else None
+        first = conditions.state.get(_FIRST_FRAME)
         if first is not None:  # token replacement: frame 0 is the image latent throughout (pipeline step)
             latents = torch.cat([first.to(latents), latents[:, :, 1:]], dim=2)
         param = next(vae.parameters())

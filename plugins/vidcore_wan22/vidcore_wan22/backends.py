@@ -89,6 +89,7 @@ class WanBackend(Backend):
     """A Wan2.2 variant; the generic pipeline runs it."""
 
     default_dtype = torch.bfloat16  # the official README runs pass --convert_model_dtype; T5 is bf16
+    noise_device = "run"  # the official code seeds a generator on the run's device
 
     def __init__(self, spec: WanSpec):
         self.spec = spec
@@ -171,12 +172,11 @@ class WanBackend(Backend):
         t, s, _ = self.spec.vae.stride
         return (self.spec.vae.z_dim, (req.frames - 1) // t + 1, req.height // s, req.width // s)
 
-    def initial_noise(self, req: Any, device: torch.device) -> torch.Tensor:
-        """As the official pipelines: a generator on the run's device seeded with the seed, one float32 draw."""
-        device = torch.device(device)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(req.seed))
-        return torch.randn(self.latent_shape(req), generator=gen, dtype=torch.float32, device=device)[None]
+    def initial_noise(self, req: Any, generator: torch.Generator, *, conditions: Conditions) -> torch.Tensor:
+        """As the official pipelines: a generator on the run's device (``noise_device = "run"``) seeded with
+        the seed, one float32 draw of the unbatched shape."""
+        return torch.randn(self.latent_shape(req), generator=generator, dtype=torch.float32,
+                           device=generator.device)[None]
 
     # -- conditions ----------------------------------------------------------------------------
     def _text(self, enc: UMT5Encoder, prompt: str, device: torch.device) -> torch.Tensor:
@@ -241,10 +241,10 @@ class WanBackend(Backend):
 
         return bench.diffusers_reference(self.spec.dit, module, device, dtype)
 
-    def decode(self, components: Components, latents: torch.Tensor, req: Any,
-               conditions: Conditions | None = None) -> torch.Tensor:
+    def decode(self, components: Components, latents: torch.Tensor, req: Any, *,
+               conditions: Conditions) -> torch.Tensor:
         vae = components["vae"]
-        first = conditions.state.get("first_frame") if conditions is not None else None
+        first = conditions.state.get("first_frame")
         if first is not None:
             latents = latents.clone()
             latents[:, :, :1] = first.to(latents)

@@ -20,6 +20,7 @@ from torch import nn
 
 from vidcore.attention import attention
 from vidcore.nn.causal_conv import CausalCache, CausalConv3d, chunk_sizes
+from vidcore.nn.switches import MemorySwitches
 from vidcore.nn.tiling import TileSpec, tiled_map
 
 from .configs import VAEParams
@@ -303,13 +304,13 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
 DEFAULT_TILE, DEFAULT_STRIDE = 256, 192
 
 
-class WanVAE(nn.Module):
+class WanVAE(MemorySwitches, nn.Module):
     """Wan video VAE; ``state_dict()`` names equal ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``."""
 
     def __init__(self, p: VAEParams):
         super().__init__()
         self.params = p
-        #: run-time switches a memory policy may flip: spatial tiles (diffusers' sizes), chunk-by-chunk runs
+        #: switches a memory policy may flip: spatial tiles (diffusers' sizes), chunk-by-chunk runs
         self.tiling: bool = False
         self.chunked: bool = True
         io = 3 * p.patch * p.patch
