@@ -260,3 +260,52 @@ def test_an_accepted_name_never_leaves_the_output_folder(name):
     for p in files:
         assert os.path.dirname(os.path.normpath(p)) == str(out), p
         assert "\x00" not in str(p) and len(os.fsencode(p.name)) <= 255
+
+
+def test_batch_size_groups_lines_of_one_shape_and_gives_the_same_videos(toy_ckpt, tmp_path, monkeypatch):
+    import vidcore.pipeline
+    from vidcore.video import read_video
+
+    lines = [{"prompt": f"clip {i}", "steps": 2 if i != 3 else 3} for i in range(5)]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    alone, grouped = tmp_path / "alone", tmp_path / "grouped"
+    alone.mkdir()
+    grouped.mkdir()
+    run_batch(prompts, alone, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False)
+    sizes = []
+    original = vidcore.pipeline.Pipeline.run_many
+
+    def counting(self, requests, *args, **kwargs):
+        sizes.append(len(requests))
+        return original(self, requests, *args, **kwargs)
+
+    monkeypatch.setattr(vidcore.pipeline.Pipeline, "run_many", counting)
+    s = run_batch(prompts, grouped, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False, batch_size=2)
+    assert len(s.done) == 5 and not s.failed
+    assert sorted(sizes) == [1, 2, 2]  # lines 0-1 and 2+4 (steps 2) together, line 3 (steps 3) alone
+    for name in s.done:
+        a, _ = read_video(alone / f"{name}.mp4")
+        b, _ = read_video(grouped / f"{name}.mp4")
+        assert (a.int() - b.int()).abs().max() <= 3  # batched-matmul rounding, through the mp4 codec
+        rec = json.loads((grouped / f"{name}.json").read_text())
+        assert rec["complete"] and rec["request"]["prompt"] == json.loads((alone / f"{name}.json").read_text())[
+            "request"]["prompt"]
+
+
+def test_a_failing_batch_is_rerun_one_video_at_a_time(toy_ckpt, tmp_path, bad_prompts_fail):
+    prompts = write_prompts(tmp_path / "p.jsonl", 4, bad=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    s = run_batch(prompts, out, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False, batch_size=4)
+    bad = "00001-clip-number-1-bad"
+    assert s.failed == [bad] and len(s.done) == 3
+    assert "simulated" in json.loads((out / f"{bad}.error.json").read_text())["error"]
+
+
+def test_batch_size_is_checked(toy_ckpt, tmp_path):
+    prompts = write_prompts(tmp_path / "p.jsonl", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InvalidRequestError, match="batch size"):
+        run_batch(prompts, out, backend="toy", ckpt=str(toy_ckpt), device="cpu", progress=False, batch_size=0)

@@ -237,7 +237,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         _check_lora_file(spec.path)
     summary = run_batch(args.prompts, args.out, backend=name, ckpt=args.ckpt, memory=args.memory,
                         dtype=args.dtype, device=args.device, base_seed=args.seed,
-                        progress=False if args.quiet else None, loras=loras)
+                        progress=False if args.quiet else None, loras=loras, batch_size=args.batch_size)
     _out(summary.line())
     for name in summary.failed:
         print(f"failed: {name} (see {name}.error.json)", file=sys.stderr)
@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", action="append", metavar="PATH[:SCALE][@COMPONENT]",
                    help="apply a LoRA file to every line's run (repeatable; as for generate). A line may set "
                         '"preset" and "cache" like the generate flags')
+    p.add_argument("--batch-size", type=int, default=1, metavar="N",
+                   help="denoise up to N lines of the same shape together (GPU throughput; default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_batch)
 
