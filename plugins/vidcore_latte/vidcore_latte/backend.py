@@ -14,6 +14,7 @@ The frames used are pasted back unchanged into the output.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -22,13 +23,9 @@ from vidcore.backend import Backend, Conditions, Defaults, Expert, Frames, Input
 from vidcore.errors import CheckpointError, InvalidRequestError
 
 from .context import context_counts, denoiser_context
-from .system import ModelConfig, build_components, load_model, read_config
+from .system import ModelConfig, build_components, component_names, file_layout, latent_layout, read_config
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
-
-def ceil_to(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 class LatteBackend(Backend):
@@ -46,6 +43,7 @@ class LatteBackend(Backend):
         self.sizes = sizes or Sizes(allowed=(defaults.size,))
         self.frames = frames or Frames(step=1, offset=0, min=2, max=defaults.frames)
         self._config = model_config
+        self._file: Path | None = None  # the model file a bound copy (`for_checkpoint`) loads
 
     # -- loading -----------------------------------------------------------------------------
     def model_file(self, ckpt_dir: Path | None) -> Path:
@@ -67,14 +65,25 @@ class LatteBackend(Backend):
             return self._config
         return read_config(self.model_file(ckpt_dir))
 
+    def for_checkpoint(self, ckpt: Path | None) -> LatteBackend:
+        """A copy bound to the model file ``ckpt`` names: its config, components and file layout.
+
+        The registered backend is never changed by a load; the pipeline keeps the copy.
+        """
+        path = self.model_file(ckpt)
+        if self._file == path and self._config is not None:
+            return self
+        bound = copy.copy(self)
+        bound._file, bound._config = path, read_config(path)
+        bound.components = component_names(bound._config)
+        bound.layout = file_layout(path, bound._config)
+        return bound
+
+    def checkpoint_dir(self, ckpt: Path | None) -> Path:
+        return self.model_file(ckpt).parent
+
     def build(self, device="meta", dtype=None):
         return build_components(self.model_config(), device, dtype)
-
-    def load(self, ckpt_dir, placement):
-        path = self.model_file(ckpt_dir)
-        components, config = load_model(path, placement=placement)
-        self._config = config
-        return components
 
     # -- the pipeline's questions --------------------------------------------------------------
     def encode_components(self, request) -> list[str]:
@@ -142,20 +151,4 @@ class LatteBackend(Backend):
             k, _ = context_counts(cfg, video.shape[0], request.frames)
             x[:, :, :k] = video[-k:].permute(3, 0, 1, 2).float().to(x.device) / 127.5 - 1
         return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
-
-
-def latent_layout(config: ModelConfig, frames: int, height: int, width: int | None = None
-                  ) -> tuple[tuple[int, int, int, int], int]:
-    """(shape (C, T, H, W) the denoiser samples, T) for a clip of ``frames`` frames."""
-    width = width or height
-    if config.vae is not None:
-        from .models.vae import VAEConfig
-
-        vc = VAEConfig(**config.vae)
-        t = vc.latent_frames(frames)
-        f = vc.spatial_factor
-        return (vc.latent_channels, t, height // f, width // f), t
-    tmult = config.dit_config().temporal_patch if config.denoiser == "dit" else 1
-    t = ceil_to(frames, tmult)
-    return (config.channels, t, height, width), t
 

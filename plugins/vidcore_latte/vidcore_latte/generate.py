@@ -14,9 +14,8 @@ from torch import nn
 from vidcore.guidance import Guidance
 from vidcore.sampling import Sampler, Scheduler, wrap_network
 
-from .backend import latent_layout
 from .context import denoiser_context
-from .system import ModelConfig
+from .system import ModelConfig, latent_layout
 
 
 @torch.no_grad()

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from vidcore.checkpoints import CheckpointLayout, load_components, read_metadata
+from vidcore.errors import CheckpointError
 
 from .models.dit import LatteConfig, LatteDiT
 from .text import TextConfig, TextEncoder
@@ -109,52 +113,56 @@ def save_model(path, components: dict[str, nn.Module], config: ModelConfig,
 
 
 def read_config(path) -> ModelConfig:
-    """The `ModelConfig` stored in a model file's metadata."""
-    from safetensors import safe_open
-
-    from vidcore.errors import CheckpointError
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    """The `ModelConfig` stored in a model file's metadata (read through the core's checked header parser)."""
+    meta = read_metadata(Path(path))
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vidcore-latte model file (no {FORMAT!r} metadata); "
                               "save it with vidcore_latte.system.save_model")
     return ModelConfig.from_json(meta["config"])
 
 
+def component_names(config: ModelConfig) -> tuple[str, ...]:
+    """The components `build_components` makes for ``config``, in order."""
+    return (*(("text_encoder",) if config.text is not None else ()), "denoiser",
+            *(("vae",) if config.vae is not None else ()))
+
+
+def file_layout(path, config: ModelConfig) -> CheckpointLayout:
+    """One model file holds every component, each under its name as prefix ("denoiser.blocks.0...")."""
+    names = component_names(config)
+    return CheckpointLayout(repo_id=None, files={c: (Path(path).name,) for c in names},
+                            prefixes={c: f"{c}." for c in names})
+
+
 def load_model(path, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32,
                placement=None) -> tuple[dict[str, nn.Module], ModelConfig]:
-    """Build on ``meta`` and load a model file with ``assign`` (strict: missing/unexpected keys raise).
+    """Build on ``meta`` and load a model file through the core recipe (strict: missing/unexpected keys raise).
 
     Floating-point weights are cast to ``dtype`` (float32 by default: the shipped demo file stores
     float16 to stay small, and CPUs compute float32 fastest); ``dtype=None`` keeps the file's.
+    ``placement(component) -> (device, dtype)``, when given, decides per component instead.
     """
-    from safetensors.torch import load_file
-
-    from vidcore.errors import CheckpointError
-
+    path = Path(path)
     config = read_config(path)
     components = build_components(config, "meta")
-    state = split_state(load_file(str(path)))
-    for name, module in components.items():
-        dev, dt = placement(name) if placement is not None else (torch.device(device), dtype)
-        part = state.get(name, {})
-        wanted = set(module.state_dict())
-        missing, unexpected = wanted - set(part), set(part) - wanted
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: component {name!r} has missing keys {sorted(missing)[:3]} and "
-                                  f"unexpected keys {sorted(unexpected)[:3]}; the file does not match its config")
-        part = {k: v.to(dev, dt if (dt is not None and v.dtype.is_floating_point) else v.dtype)
-                for k, v in part.items()}
-        module.load_state_dict(part, assign=True, strict=True)
-        _fix_buffers(module, dev)
+    place = placement if placement is not None else (lambda _component: (torch.device(device), dtype))
+    load_components(file_layout(path, config), components, path.parent, place, name="latte")
+    for module in components.values():
         module.eval()
     return components, config
 
 
-def _fix_buffers(module: nn.Module, device) -> None:
-    """Non-persistent buffers built on meta have no values: rebuild them on ``device``."""
-    for sub in module.modules():
-        for name, buf in list(sub._buffers.items()):
-            if buf is not None and buf.is_meta:
-                raise RuntimeError(f"non-persistent buffer {name} left on meta")
+def latent_layout(config: ModelConfig, frames: int, height: int, width: int | None = None
+                  ) -> tuple[tuple[int, int, int, int], int]:
+    """(shape (C, T, H, W) the denoiser samples, T) for a clip of ``frames`` frames."""
+    width = width or height
+    if config.vae is not None:
+        from .models.vae import VAEConfig
+
+        vc = VAEConfig(**config.vae)
+        t = vc.latent_frames(frames)
+        f = vc.spatial_factor
+        return (vc.latent_channels, t, height // f, width // f), t
+    tmult = config.dit_config().temporal_patch if config.denoiser == "dit" else 1
+    t = -(-frames // tmult) * tmult
+    return (config.channels, t, height, width), t
