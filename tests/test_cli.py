@@ -179,3 +179,27 @@ def test_schedule_and_shift_flags_reach_the_request(toy_ckpt, tmp_path, capsys):
     code, _, err = run(capsys, "generate", "a red ball", "--backend", "toy", "--ckpt", str(toy_ckpt), "--schedule",
                        "karras", "--sampler", "euler", "--out", str(tmp_path / "v.mp4"), "--quiet")
     assert code == 2 and "needs a flow schedule" in err and not (tmp_path / "v.mp4").exists()
+
+
+def test_generate_help_says_every_default_and_lists_memory_presets(capsys):
+    from vidcore.cli import main
+
+    main(["generate", "--help"])  # help prints and returns (main turns argparse's exit into a code)
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--size WxH width x height", "--frames N frame count", "--steps N sampling steps",
+                 "--sampler NAME flow_euler", "--guidance X classifier-free", "--negative TEXT negative prompt",
+                 "--seed N random seed (default: a random one"):
+        assert flag in text, flag
+    assert "low-vram" in text and "offload" in text and "stream" in text
+
+
+def test_verbose_works_after_the_subcommand(toy_ckpt, tmp_path, capsys):
+    from vidcore.cli import main
+
+    assert main(["backends", "-v"]) == 0
+
+
+def test_the_package_declares_its_type_hints():
+    import importlib.resources
+
+    assert importlib.resources.files("vidcore").joinpath("py.typed").is_file()

@@ -169,6 +169,13 @@ def _check_lora_file(path: str) -> None:
         raise VidcoreError(f"LoRA file {path!r} holds no tensors")
 
 
+def _memory_help() -> str:
+    from .memory.lookup import preset_names
+
+    return ("where weights live (default resident); presets add up with '+', e.g. offload+fp8. Installed: "
+            + ", ".join(preset_names()))
+
+
 def _preset_help() -> str:
     from .plugins import registry
     from .presets import KIND
@@ -340,16 +347,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", metavar="DIR", help="checkpoint folder (default: the Hugging Face cache)")
     p.add_argument("--image", metavar="PATH", help="input image for image-to-video")
     p.add_argument("--video", metavar="PATH", help="past frames for prediction")
-    p.add_argument("--size", metavar="WxH")
-    p.add_argument("--frames", type=int, metavar="N")
-    p.add_argument("--steps", type=int, metavar="N")
-    p.add_argument("--sampler", metavar="NAME")
+    p.add_argument("--size", metavar="WxH", help="width x height, e.g. 832x480 (default: the backend's official size; "
+                   "`vidcore backends` lists each backend's defaults and accepted sizes)")
+    p.add_argument("--frames", type=int, metavar="N", help="frame count (default: the backend's, e.g. 81; Wan and "
+                   "HunyuanVideo take 4n+1)")
+    p.add_argument("--steps", type=int, metavar="N", help="sampling steps (default: the backend's official count)")
+    p.add_argument("--sampler", metavar="NAME", help="flow_euler, euler, heun, dpmpp_2m, unipc, ddim, ddpm or a "
+                   "plugin's (default: the backend's)")
     p.add_argument("--schedule", metavar="NAME", help="noise schedule (default: the backend's, e.g. flow)")
     p.add_argument("--shift", type=float, metavar="X", help="flow schedule shift (default: the backend's)")
-    p.add_argument("--guidance", type=float, metavar="X")
-    p.add_argument("--negative", metavar="TEXT")
-    p.add_argument("--seed", type=int, metavar="N")
-    p.add_argument("--memory", metavar="PRESET", help="memory preset (see `vidcore doctor`)")
+    p.add_argument("--guidance", type=float, metavar="X", help="classifier-free guidance scale; 1 turns it off "
+                   "(one pass per step) (default: the backend's)")
+    p.add_argument("--negative", metavar="TEXT", help="negative prompt (default: the backend's official one)")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: a random one, written in the run "
+                   "record so the video can be made again)")
+    p.add_argument("--memory", metavar="PRESET", help=_memory_help())
     p.add_argument("--dtype", metavar="D", help="weight dtype: fp32, bf16 or fp16")
     p.add_argument("--device", metavar="DEV", help="torch device (default: cuda if available)")
     p.add_argument("--out", metavar="PATH.mp4")

@@ -51,7 +51,9 @@ def translate(backend: Backend, settings: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidRequestError("give both height= and width= (or size='WxH')")
         _take(out, "height/width", "size", f"{int(width)}x{int(height)}")
     if "generator" in out:
-        _take(out, "generator", "seed", _seed_of(out.pop("generator")))
+        generator = out.pop("generator")
+        if generator is not None:  # None: a random seed, as in diffusers
+            _take(out, "generator", "seed", _seed_of(generator))
     if "guidance_scale" in out:
         value = out.pop("guidance_scale")
         if backend.embedded_guidance:
