@@ -171,3 +171,15 @@ def test_a_policy_switches_only_components_that_declare_switches():
     get_policy("low-vram", None).setup(comps, torch.device("cpu"))
     assert comps["vae"].tiling is True
     assert comps["vae_2"].tiling is False and comps["denoiser"].tiling is False
+
+
+def test_the_requests_step_cache_is_installed_for_its_run_only(pipe):
+    from vidcore.cache import step_caches
+
+    plain = pipe("a", seed=1, steps=6, progress=False)
+    cached = pipe("a", seed=1, steps=6, cache="teacache:10", progress=False)
+    (cache,) = step_caches(pipe.components["denoiser"])
+    assert cache.stats.skipped > 0 and not torch.equal(plain.frames, cached.frames)
+    assert cached.record["request"]["cache"]["kind"] == "teacache"
+    again = pipe("a", seed=1, steps=6, progress=False)  # no cache asked: the request's cache is removed
+    assert torch.equal(again.frames, plain.frames) and not step_caches(pipe.components["denoiser"])

@@ -16,6 +16,7 @@ import torch
 
 from .backend import Backend, Components, Conditions
 from .cache import reset_step_caches
+from .cache_spec import apply_step_cache
 from .guidance import Guidance
 from .memory import MemoryPolicy
 from .sampling import Experts, Sampler, Scheduler, wrap_network
@@ -62,6 +63,7 @@ def denoise(backend: Backend, components: Components, policy: MemoryPolicy, req:
     schedule = Scheduler(req.schedule, **req.schedule_options)(req.steps)
     experts = backend.experts(components, req)
     component_of = {e.name: e.component for e in experts}
+    apply_step_cache(backend, components, component_of.values(), req)  # the request's cache, or none
     for comp in dict.fromkeys(component_of.values()):
         reset_step_caches(components[comp])
     switch = ComponentSwitch(policy, component_of)
