@@ -13,6 +13,7 @@ VENV=/opt/vidcore/venv
 PYTHON=""
 REPO="$(dirname "$HERE")"
 PLUGINS=all
+EXTRAS_WANTED=serve,postgres
 TORCH_MODE=index
 TORCH_VARIANT=cu126
 TORCH_INDEX=""
@@ -31,6 +32,7 @@ usage: docker/install.sh [options]
   --python EXE           interpreter that creates the venv [python3.11, else python3]
   --repo DIR             vidcore checkout to build our packages from [this script's repository]
   --plugins SET          none | all | comma list of plugin names (wan22,hunyuan,latte) [all]
+  --extras LIST          more extras of vidcore, comma-separated, or none [serve,postgres: vidcore serve]
   --torch MODE           index: install torch==<lock pin>+<variant> from the PyTorch index;
                          installed: keep the torch already in the venv (must be the lock's release) [index]
   --torch-variant V      PyTorch build for --torch index: cu126, cu130, cpu, ... [cu126]
@@ -51,6 +53,7 @@ while [[ $# -gt 0 ]]; do
     --python) PYTHON="$2"; shift 2 ;;
     --repo) REPO="$2"; shift 2 ;;
     --plugins) PLUGINS="$2"; shift 2 ;;
+    --extras) EXTRAS_WANTED="$2"; shift 2 ;;
     --torch) TORCH_MODE="$2"; shift 2 ;;
     --torch-variant) TORCH_VARIANT="$2"; shift 2 ;;
     --torch-index) TORCH_INDEX="$2"; shift 2 ;;
@@ -129,11 +132,11 @@ fi
 # --- which packages: extras and plugin folders, checked against the pyproject files ----------------
 # Prints "EXTRAS<TAB>plugin dirs<TAB>dist==version ..." or fails with a one-line reason.
 [[ -f "$REPO/pyproject.toml" ]] || die "$REPO is not a vidcore checkout (no pyproject.toml); pass --repo DIR"
-plan="$("$PY" -I - "$REPO" "$PLUGINS" "${FLASH_WHEELS:+flash}" <<'PYEOF'
+plan="$("$PY" -I - "$REPO" "$PLUGINS" "${FLASH_WHEELS:+flash}" "$EXTRAS_WANTED" <<'PYEOF'
 import re, sys, tomllib
 from pathlib import Path
 
-repo, wanted, flash = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+repo, wanted, flash, more = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 core = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
 extras = core.get("optional-dependencies", {})
@@ -153,6 +156,8 @@ for name in chosen:
         sys.exit(f"unknown plugin {name!r}; this checkout has: {', '.join(sorted(plugins))}")
 if flash:
     names = names + ["flash"]
+if more != "none":
+    names = names + [e.strip() for e in more.split(",") if e.strip()]
 by_dist = {dist: (short, version) for short, (_, dist, version) in plugins.items()}
 for extra in names:
     if extra not in extras:

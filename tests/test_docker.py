@@ -9,6 +9,7 @@ package versions, and an entrypoint that calls real CLI subcommands in the right
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -148,6 +149,24 @@ def test_images_run_as_non_root_with_volumes_and_doctor_healthcheck():
     assert "HF_HOME=/cache/" in env
 
 
+def test_the_default_command_serves_on_all_addresses_of_the_container_with_a_key_from_the_environment():
+    st = stages(DOCKER / "Dockerfile")
+    cmd = next(line for line in reversed(st["base"]) if line.startswith("CMD "))
+    assert json.loads(cmd[4:]) == ["serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert "serve" in cli_subcommands()
+    assert "EXPOSE 8000" in st["base"]
+    code = " ".join(line for ins in st.values() for line in ins)  # comments dropped
+    assert "VIDCORE_API_KEY" not in code and "--api-key" not in code, "the key comes at run time, never in the image"
+    # the images install the extras vidcore serve needs (and the PostgreSQL store's)
+    help_text = subprocess.run(["bash", str(DOCKER / "install.sh"), "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    default = re.search(r"--extras LIST .*\[([a-z,]+)", help_text).group(1).split(",")
+    assert default == ["serve", "postgres"]
+    extras = pyproject(ROOT / "pyproject.toml")["optional-dependencies"]
+    assert set(default) <= set(extras)
+    assert any(Requirement(r).name == "psycopg" for r in extras["postgres"])
+
+
 def test_no_secret_or_weights_baked_into_images():
     text = (DOCKER / "Dockerfile").read_text()
     for word in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET", "PASSWORD"):
@@ -182,9 +201,18 @@ def test_compose_is_not_privileged_nor_on_host_namespaces(service):
     assert service.get("network_mode", "bridge") != "host"
     assert service.get("ipc", "private") != "host"
     assert service.get("pid") != "host"
-    assert "ports" not in service, "nothing listens: no published ports"
     assert not service.get("cap_add")
     assert "no-new-privileges:true" in service.get("security_opt", [])
+
+
+def test_compose_serves_and_publishes_the_port_on_the_hosts_loopback_only(service):
+    assert service["command"][:3] == ["serve", "--host", "0.0.0.0"]
+    ports = service.get("ports", [])
+    assert ports, "the server's port is published"
+    for port in ports:
+        text = port if isinstance(port, str) else f"{port.get('host_ip', '')}:{port.get('published')}"
+        assert text.startswith("127.0.0.1:"), f"{port} is reachable from other machines"
+    assert service["environment"]["VIDCORE_API_KEY"] == "${VIDCORE_API_KEY:-}"
 
 
 def test_compose_user_is_not_root_and_shm_is_sized(service):
@@ -334,6 +362,15 @@ def test_entrypoint_uses_env_backend_and_skips_embedded_or_given_weights(fake_to
                       HF_HUB_OFFLINE="1") == ["vidcore batch p.jsonl --out /o --backend b"]
     assert fake_tools("generate", "x", "--backend=b", FAKE_REPO="o/r", VIDCORE_AUTO_DOWNLOAD="0") == [
         "vidcore generate x --backend=b"]
+
+
+def test_entrypoint_fetches_every_served_backend_before_serving(fake_tools):
+    assert fake_tools("serve", "--host", "0.0.0.0", VIDCORE_BACKEND="wan2.2-ti2v-5b", FAKE_REPO="org/repo") == [
+        "vidcore download wan2.2-ti2v-5b", "vidcore serve --host 0.0.0.0 --backend wan2.2-ti2v-5b"]
+    calls = fake_tools("serve", "--backend", "a", "--backend=b", "--ckpt", "b=/ck", FAKE_REPO="o/r")
+    assert calls == ["vidcore download a", "vidcore serve --backend a --backend=b --ckpt b=/ck"]
+    assert fake_tools("serve", "--backend", "a", FAKE_REPO="o/r", VIDCORE_AUTO_DOWNLOAD="0") == [
+        "vidcore serve --backend a"]
 
 
 def test_entrypoint_passes_other_commands_through(fake_tools):

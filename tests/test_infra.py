@@ -281,7 +281,8 @@ def test_aws_iam_is_least_privilege(aws):
         assert actions_of[action] == ["${var.ecr_repository_arn}"]
     services = {a.split(":")[0] for a in actions_of}
     assert services <= {"ssm", "ssmmessages", "s3", "kms", "ecr"}, services
-    assert {a for a in actions_of if a.startswith("ssm:")} == {"ssm:UpdateInstanceInformation"}
+    assert {a for a in actions_of if a.startswith("ssm:")} == {"ssm:UpdateInstanceInformation", "ssm:GetParameter"}
+    assert actions_of["ssm:GetParameter"] == ["${aws_ssm_parameter.api_key.arn}"], "the server's key, no other"
     for action, resources in actions_of.items():
         if action.startswith("s3:"):
             assert all(r.startswith("${aws_s3_bucket.outputs.arn}") for r in resources), (action, resources)
@@ -292,6 +293,16 @@ def test_aws_iam_is_least_privilege(aws):
     assert not any(a.startswith(("s3:Delete", "s3:GetObject", "iam:")) for a in actions_of)
     # the key policy is an HCL object: no wildcard actions there either
     assert not re.search(r'"kms:\*"|"\*:\*"|Action\s*=\s*"\*"', aws.text)
+
+
+def test_aws_api_key_is_a_generated_secure_string_read_only_through_ssm(aws):
+    param = aws.of("aws_ssm_parameter")["api_key"]
+    assert param["type"] == "SecureString" and param["key_id"] == "${aws_kms_key.this.arn}"
+    assert param["value"] == "${random_password.api_key.result}"
+    assert int(aws.of("random_password")["api_key"]["length"]) >= 32
+    decrypt = [st for st in statements(aws.data["aws_iam_policy_document"]["host"]) if st.get("sid") == "DecryptApiKey"]
+    assert decrypt and as_list(decrypt[0]["actions"]) == ["kms:Decrypt"]
+    assert as_list(one(decrypt[0]["condition"])["values"]) == ["ssm.${var.region}.amazonaws.com"]
 
 
 def test_aws_uses_the_latest_deep_learning_base_gpu_ami(aws):
@@ -308,6 +319,10 @@ def test_aws_spot_is_optional_and_outputs_connect_command(aws):
     assert {"instance_id", "connect_command", "bucket"} <= set(aws.outputs)
     command = aws.outputs["connect_command"]["value"]
     assert command.startswith("aws ssm start-session") and "--target ${aws_instance.host.id}" in command
+    tunnel = aws.outputs["tunnel_command"]["value"]
+    assert tunnel.startswith("aws ssm start-session") and "--document-name AWS-StartPortForwardingSession" in tunnel
+    assert "portNumber=8000,localPortNumber=8000" in tunnel
+    assert "--with-decryption" in aws.outputs["api_key_command"]["value"]
 
 
 # -- GCP ---------------------------------------------------------------------------------------------
@@ -361,9 +376,18 @@ def test_gcp_service_account_is_least_privilege(gcp):
     for member in gcp.of("google_storage_bucket_iam_member").values():
         assert member["bucket"] == "${google_storage_bucket.outputs.name}"
         assert member["member"] == "serviceAccount:${google_service_account.host.email}"
+    secrets = gcp.of("google_secret_manager_secret_iam_member")
+    assert [(m["secret_id"], m["role"], m["member"]) for m in secrets.values()] == [
+        ("${google_secret_manager_secret.api_key.id}", "roles/secretmanager.secretAccessor",
+         "serviceAccount:${google_service_account.host.email}")], "the server's key, no other secret"
     scheduling = one(gcp.of("google_compute_instance")["host"]["scheduling"])
     assert "var.use_spot" in str(scheduling["provisioning_model"])
     assert "--tunnel-through-iap" in gcp.outputs["connect_command"]["value"]
+    tunnel = gcp.outputs["tunnel_command"]["value"]
+    assert "--tunnel-through-iap" in tunnel and tunnel.endswith("-- -N -L 8000:127.0.0.1:8000")  # SSH's port 22
+    version = gcp.of("google_secret_manager_secret_version")["api_key"]
+    assert version["secret_data"] == "${random_password.api_key.result}"
+    assert gcp.outputs["api_key_command"]["value"].startswith("gcloud secrets versions access latest")
 
 
 # -- the bootstrap -------------------------------------------------------------------------------------
@@ -379,12 +403,13 @@ def test_bootstrap_runs_real_subcommands_with_the_image_layout():
     text = TEMPLATE.read_text()
     commands = cli_subcommands()
     used = re.findall(r"vidcore-run ([a-z]\w*)", text)
-    assert {"doctor", "generate"} <= set(used)
+    assert "doctor" in used
     assert set(used) <= set(commands), set(used) - set(commands)
-    generate_flags = {opt for a in commands["generate"]._actions for opt in a.option_strings}
-    for flag in re.findall(r"vidcore-run generate .*", text)[0].split():
+    serve = re.search(r"\$IMAGE (serve .*?)\n(?!\s)", text.replace("\\\\\n", " "), re.S).group(1).split()
+    serve_flags = {opt for a in commands["serve"]._actions for opt in a.option_strings}
+    for flag in serve:
         if flag.startswith("--"):
-            assert flag in generate_flags, flag
+            assert flag in serve_flags, flag
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     volume = re.search(r"^VOLUME \[(.+)\]", dockerfile, re.M).group(1)
     for target in re.findall(r"-v \S+:(/\w+)", text):
@@ -392,3 +417,27 @@ def test_bootstrap_runs_real_subcommands_with_the_image_layout():
     assert "--gpus all" in text and "--privileged" not in text and "--network host" not in text
     assert "docker pull" in text and "nvidia-ctk" in text and "nvidia-container-toolkit" in text
     assert re.search(r"\$\{prompt_b64\}", text) and "base64 -d" in text, "the prompt reaches bash base64-encoded"
+
+
+def test_bootstrap_starts_the_server_on_loopback_with_the_key_from_the_secret_store(cfg):
+    text = TEMPLATE.read_text()
+    assert "systemctl enable vidcore-serve.service" in text and "systemctl restart vidcore-serve.service" in text
+    unit = text.split("/etc/systemd/system/vidcore-serve.service <<'EOF'")[1].split("\nEOF")[0]
+    assert "ExecStart=/usr/local/bin/vidcore-serve-start" in unit and "Restart=on-failure" in unit
+    assert "WantedBy=multi-user.target" in unit  # and at every boot
+    start = text.split("cat > /usr/local/bin/vidcore-serve-start <<EOF")[1].split("\nEOF")[0]
+    assert "serve --host 0.0.0.0 --port 8000" in start  # inside the container; published on loopback only:
+    runs = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("mkdir ", "install ")))
+    published = re.findall(r"(?<![\w-])(?:-p|--publish)[ =](\S+)", runs)
+    assert published == ["127.0.0.1:8000:8000"], published
+    assert "--network host" not in text and "--net=host" not in text
+    # the key: read from the cloud's secret store at every start into a root-only env file, never a flag
+    assert "key=\"\\$(${api_key_command})\"" in start and "umask 077" in start
+    assert "--env-file /run/vidcore/serve.env" in start and "--api-key" not in text
+    call = cfg.text.split("templatefile(")[1].split("\n  })")[0]
+    command = re.search(r'api_key_command\s*=\s*"([^"]+)"', call).group(1)
+    assert command.startswith(("aws ssm get-parameter", "gcloud secrets versions access latest")), command
+    assert "random_password.api_key.result" not in call, "the key itself never enters the user data"
+    # the first video goes through the API, as a client's would
+    first = text.split("cat > /usr/local/bin/vidcore-first-video <<'EOF'")[1].split("\nEOF")[0]
+    assert "/v1/videos" in first and "/content" in first and "/health/ready" in first

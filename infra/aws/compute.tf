@@ -32,7 +32,8 @@ locals {
     registry_login = (var.ecr_repository_arn != ""
       ? "aws ecr get-login-password --region ${var.region} | docker login --username AWS --password-stdin ${local.registry_host}"
     : "# public image: no registry login")
-    sync_command = "aws s3 sync /mnt/vidcore/outputs s3://${aws_s3_bucket.outputs.id}/outputs/ --region ${var.region} --only-show-errors --no-progress --exclude '.*' --exclude '*/.*'"
+    api_key_command = "aws ssm get-parameter --region ${var.region} --name ${aws_ssm_parameter.api_key.name} --with-decryption --query Parameter.Value --output text"
+    sync_command    = "aws s3 sync /mnt/vidcore/outputs s3://${aws_s3_bucket.outputs.id}/outputs/ --region ${var.region} --only-show-errors --no-progress --exclude '.*' --exclude '*/.*'"
   })
 }
 

@@ -1,5 +1,6 @@
-# The instance's role may do exactly two things: keep an SSM Session Manager channel open and
-# write videos into the output bucket (plus, optionally, pull the image from one ECR repository).
+# The instance's role may do exactly three things: keep an SSM Session Manager channel open (shells and
+# the port forwarding to the server), write videos into the output bucket and read the server's API key
+# parameter (plus, optionally, pull the image from one ECR repository).
 
 data "aws_iam_policy_document" "assume" {
   statement {
@@ -49,6 +50,24 @@ data "aws_iam_policy_document" "host" {
       test     = "StringEquals"
       variable = "kms:ViaService"
       values   = ["s3.${var.region}.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "ReadApiKey"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.api_key.arn]
+  }
+
+  statement {
+    sid       = "DecryptApiKey"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.this.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["ssm.${var.region}.amazonaws.com"]
     }
   }
 

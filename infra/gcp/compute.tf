@@ -12,7 +12,8 @@ locals {
     registry_login = (endswith(local.registry_host, "-docker.pkg.dev")
       ? "gcloud auth configure-docker ${local.registry_host} --quiet"
     : "# public image: no registry login")
-    sync_command = "gcloud storage rsync --recursive --no-clobber --exclude '(^|.*/)[.].*' /mnt/vidcore/outputs gs://${google_storage_bucket.outputs.name}/outputs"
+    api_key_command = "gcloud secrets versions access latest --secret=${google_secret_manager_secret.api_key.secret_id} --project=${var.project}"
+    sync_command    = "gcloud storage rsync --recursive --no-clobber --exclude '(^|.*/)[.].*' /mnt/vidcore/outputs gs://${google_storage_bucket.outputs.name}/outputs"
   })
 }
 
@@ -78,5 +79,7 @@ resource "google_compute_instance" "host" {
     google_compute_router_nat.this,
     google_kms_crypto_key_iam_member.compute,
     google_storage_bucket_iam_member.write_outputs,
+    google_secret_manager_secret_iam_member.read_api_key,
+    google_secret_manager_secret_version.api_key,
   ]
 }

@@ -1,5 +1,6 @@
 # The VM's service account may write videos into the output bucket (create and list, never read or
-# delete) and, optionally, read the image from one Artifact Registry repository. Nothing else.
+# delete), read the server's API key secret (serve.tf) and, optionally, read the image from one
+# Artifact Registry repository. Nothing else.
 
 resource "google_service_account" "host" {
   account_id   = "${var.name}-host"
