@@ -39,6 +39,12 @@ def test_preset_fills_defaults_and_explicit_settings_win(fast):
     assert presets_for("toy") == {"fast": FAST} and presets_for("toy-moe") == {}
 
 
+def test_backends_json_lists_presets(fast, capsys):
+    assert main(["backends", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {b["name"]: b["presets"] for b in data["backends"]} == {"toy": ["fast"], "toy-moe": []}
+
+
 def test_unknown_presets_and_bad_presets_are_refused(fast):
     with pytest.raises(InvalidRequestError, match="unknown preset 'slow' for backend 'toy'; known: fast"):
         resolve(plugins.get_backend("toy"), "x", preset="slow")

@@ -34,12 +34,14 @@ def _out(text: str = "") -> None:
 # -- backends ---------------------------------------------------------------------------------
 def cmd_backends(args: argparse.Namespace) -> int:
     from .plugins import backend_plugin, backends, plugin_status
+    from .presets import presets_for
 
     table = backends()
     broken = [p for p in plugin_status() if not p.ok]
     if args.json:
         data = {
-            "backends": [dict(b.describe(), plugin=backend_plugin(n)) for n, b in table.items()],
+            "backends": [dict(b.describe(), plugin=backend_plugin(n), presets=sorted(presets_for(n)))
+                         for n, b in table.items()],
             "plugins": [{"name": p.name, "version": p.version, "ok": p.ok, "error": p.error} for p in plugin_status()],
         }
         _out(json.dumps(data, indent=2))
