@@ -19,7 +19,8 @@ import pg_live
 import pytest
 
 from vidcore.serve.files import new_id
-from vidcore.serve.store import Job, QueueFull, StoreError, StoreUnavailable, open_store
+from vidcore.serve.store import Job, QueueFull, StoreError, StoreUnavailable
+from vidcore.serve.store_url import open_store
 
 
 def job(model: str = "m") -> Job:

@@ -17,7 +17,8 @@ import pytest
 
 from vidcore.serve.files import new_id
 from vidcore.serve.sqlite import SQLiteStore
-from vidcore.serve.store import Job, JobStore, QueueFull, StoreError, open_store
+from vidcore.serve.store import Job, JobStore, QueueFull, StoreError
+from vidcore.serve.store_url import open_store
 
 
 def job(model: str = "m", **kw) -> Job:

@@ -25,10 +25,13 @@ varlen=...)``; see docs/kernels.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -46,6 +49,33 @@ ENV = "VIDCORE_ATTENTION"
 
 class AttentionBackendError(VidcoreError):
     """A forced attention backend cannot run the inputs it was given."""
+
+
+class SequenceParallel(Protocol):
+    """Attention over a sequence sharded across ranks (`vidcore.distributed` provides one)."""
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float | None,
+                  backend: str | None, replicated: int) -> torch.Tensor: ...
+
+
+#: the sequence-parallel attention in effect while a sharded block stack runs; None: attention is local.
+#: The seam owns it; the distributed layer sets it (`sequence_parallel_scope`) and never the other way round.
+_SEQUENCE_PARALLEL: ContextVar[SequenceParallel | None] = ContextVar("vidcore_sequence_parallel", default=None)
+
+
+def sequence_parallel() -> SequenceParallel | None:
+    """What ``attention(..., sequence_parallel=True)`` calls now, or None outside a sharded stack."""
+    return _SEQUENCE_PARALLEL.get()
+
+
+@contextlib.contextmanager
+def sequence_parallel_scope(sp: SequenceParallel | None) -> Iterator[None]:
+    """Make ``sp`` the sequence-parallel attention for the block (None: attention runs locally in it)."""
+    token = _SEQUENCE_PARALLEL.set(sp)
+    try:
+        yield
+    finally:
+        _SEQUENCE_PARALLEL.reset(token)
 
 
 @dataclass
@@ -165,9 +195,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, mask: torch.
     sharded but held whole by every rank (e.g. joint text tokens).
     """
     if sequence_parallel:
-        from .distributed.context import current
-
-        sp = current()
+        sp = _SEQUENCE_PARALLEL.get()
         if sp is not None:
             if mask is not None or causal:
                 raise AttentionBackendError("sequence-parallel attention takes no mask and is not causal")

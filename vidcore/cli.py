@@ -18,13 +18,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .distributed.runtime import add_arguments as add_parallel_arguments
-from .errors import Cancelled, VidcoreError
-
-DEFAULT_BACKEND = "latte-shapes"
-DEFAULT_BACKEND_HINT = (
-    "the embedded default model comes with the vidcore-latte plugin; install it with "
-    "pip install 'vidcore[latte]' (or pip install ./plugins/vidcore_latte from a checkout), or pass --backend NAME"
-)
+from .errors import Cancelled, VidcoreError, is_out_of_memory
+from .plugins import DEFAULT_BACKEND, DEFAULT_BACKEND_HINT
 
 
 def _out(text: str = "") -> None:
@@ -511,12 +506,6 @@ def _bug(argv: list[str], exc: BaseException, verbose: bool) -> int:
     return 1
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -555,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - anything else is ours to own up to
-        if _out_of_memory(exc):
+        if is_out_of_memory(exc):
             if verbose:
                 traceback.print_exc()
             print("error: out of memory; use a leaner --memory preset (e.g. low-vram), a smaller --size or fewer "

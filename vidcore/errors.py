@@ -48,3 +48,10 @@ class OutputError(VidcoreError):
 
 class OutputBusyError(VidcoreError):
     """An output another live vidcore process is writing (it holds the output's claim)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means the host or an accelerator ran out of memory (the fix is a leaner setting)."""
+    import torch
+
+    return isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(exc).lower()

@@ -30,6 +30,13 @@ import pluggy
 from . import hookspecs
 from .errors import UnknownNameError, VidcoreError
 
+#: the backend `vidcore generate` / `vidcore serve` use when none is named (the embedded demo)
+DEFAULT_BACKEND = "latte-shapes"
+DEFAULT_BACKEND_HINT = (
+    "the embedded default model comes with the vidcore-latte plugin; install it with "
+    "pip install 'vidcore[latte]' (or pip install ./plugins/vidcore_latte from a checkout), or pass --backend NAME"
+)
+
 ENTRY_POINT_GROUP = "vidcore"
 CORE = "vidcore"
 log = logging.getLogger(__name__)

@@ -23,10 +23,15 @@ computed but dropped when the stack gathers its output.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
+from ..attention import attention
 from .collectives import RingShift, all_gather, all_to_all
-from .context import SequenceContext
+
+if TYPE_CHECKING:
+    from .context import SequenceContext
 
 
 def block_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
@@ -108,8 +113,6 @@ def sequence_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     contributing the same number of consecutive tokens (a unit is whatever axis
     the stack's plan shards: a token, or a frame of tokens).
     """
-    from ..attention import attention
-
     g, info = ctx.groups, ctx.info
     U, R = g.layout.ulysses, g.layout.ring
     n = q.shape[2] - replicated

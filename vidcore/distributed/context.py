@@ -1,7 +1,8 @@
 """The sequence-parallel state of the block stack running now, consulted by `vidcore.attention`.
 
-While a sharded `BlockStack` runs, a context variable holds this rank's
-`ShardInfo` and process groups; ``vidcore.attention(..., sequence_parallel=True)``
+While a sharded `BlockStack` runs, the attention seam's context variable
+(`vidcore.attention.sequence_parallel_scope`) holds this rank's `SequenceContext`
+(`ShardInfo` and process groups); ``vidcore.attention(..., sequence_parallel=True)``
 then computes attention over the whole sequence (Ulysses and/or ring) instead
 of over the local shard. Outside a sharded stack the keyword is a no-op, so a
 model marks its self-attention once and runs unchanged on one process.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from ..attention import sequence_parallel, sequence_parallel_scope
 
 if TYPE_CHECKING:
     import torch
@@ -78,29 +80,21 @@ class SequenceContext:
         return sequence_parallel_attention(q, k, v, self, scale=scale, backend=backend, replicated=replicated)
 
 
-_ACTIVE: ContextVar[SequenceContext | None] = ContextVar("vidcore_sequence_parallel", default=None)
-
-
 def current() -> SequenceContext | None:
     """The sequence-parallel context of the stack running now, or None (attention runs locally)."""
-    return _ACTIVE.get()
+    sp = sequence_parallel()
+    return sp if isinstance(sp, SequenceContext) else None
 
 
 @contextlib.contextmanager
 def sharded(groups: Groups, info: ShardInfo) -> Iterator[SequenceContext]:
     ctx = SequenceContext(groups, info)
-    token = _ACTIVE.set(ctx)
-    try:
+    with sequence_parallel_scope(ctx):
         yield ctx
-    finally:
-        _ACTIVE.reset(token)
 
 
 @contextlib.contextmanager
 def suspended() -> Iterator[None]:
     """Run a region locally even inside a sharded stack (nothing in it talks to other ranks)."""
-    token = _ACTIVE.set(None)
-    try:
+    with sequence_parallel_scope(None):
         yield
-    finally:
-        _ACTIVE.reset(token)

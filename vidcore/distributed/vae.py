@@ -13,59 +13,44 @@ sizes never depend on the number of ranks.
   or temporal): ``[fn(t) for t in inputs]``, spread over the ranks of the
   active `decode_split` and sequential otherwise. Calls nested in a tile run
   sequentially, so a temporal tile that tiles spatially inside stays local.
+
+`decode_split` works by setting `vidcore.nn.tiling`'s tile mapper (a context
+variable), so the tiling code never imports this layer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..nn.tiling import TileSpec, tiled_map
-
-_SPLIT: ContextVar[Any] = ContextVar("vidcore_decode_split", default=None)
-_NO_GROUP = object()
+from ..nn import tiling
+from ..nn.tiling import TileSpec, sequential, tile_mapper, tiled_map
 
 
 @contextlib.contextmanager
 def decode_split(group: Any = True) -> Iterator[None]:
-    """Spread `map_tiles` calls over ``group`` (True: the whole world) for the duration of the block."""
-    token = _SPLIT.set(group)
-    try:
-        yield
-    finally:
-        _SPLIT.reset(token)
+    """Spread the tiles of tiled calls over ``group`` (True: the whole world) for the duration of the block.
 
-
-def _active_group() -> Any:
-    group = _SPLIT.get()
-    if group is None or group is _NO_GROUP or not dist.is_initialized():
-        return _NO_GROUP
-    return group
-
-
-def map_tiles(fn: Callable[[torch.Tensor], torch.Tensor], inputs: Sequence[torch.Tensor],
-              group: Any = None) -> list[torch.Tensor]:
-    """``[fn(t) for t in inputs]``, with tile i computed by rank i mod W of ``group`` and shared.
-
-    ``group`` defaults to the active `decode_split` (sequential when there is none).
-    Every rank must call this with the same number of inputs.
+    It sets `vidcore.nn.tiling`'s tile mapper; outside ``torch.distributed`` the tiles stay sequential.
     """
-    if group is None:
-        group = _active_group()
-    if group is _NO_GROUP:
-        return [fn(t) for t in inputs]
+    with tile_mapper(functools.partial(_spread, group=group)):
+        yield
+
+
+def _spread(fn: Callable[[torch.Tensor], torch.Tensor], inputs: Sequence[torch.Tensor], group: Any
+            ) -> list[torch.Tensor]:
+    """``[fn(t) for t in inputs]`` with tile i computed by rank i mod W of ``group`` and shared."""
+    if not dist.is_initialized():
+        return sequential(fn, inputs)
     pg = None if group is True else group
     size, me = dist.get_world_size(pg), dist.get_rank(pg)
-    token = _SPLIT.set(_NO_GROUP)  # tiles within a tile stay on this rank
-    try:
+    with tile_mapper(sequential):  # tiles within a tile stay on this rank
         mine = {i: fn(t) for i, t in enumerate(inputs) if i % size == me}
-    finally:
-        _SPLIT.reset(token)
     # every owner tells the others its tiles' shapes and dtype, then broadcasts each tile
     meta = [(tuple(t.shape), t.dtype) for t in mine.values()]
     metas: list[Any] = [None] * size
@@ -81,6 +66,18 @@ def map_tiles(fn: Callable[[torch.Tensor], torch.Tensor], inputs: Sequence[torch
     return outs
 
 
+def map_tiles(fn: Callable[[torch.Tensor], torch.Tensor], inputs: Sequence[torch.Tensor],
+              group: Any = None) -> list[torch.Tensor]:
+    """``[fn(t) for t in inputs]``, with tile i computed by rank i mod W of ``group`` and shared.
+
+    ``group`` defaults to the active `decode_split` (sequential when there is none).
+    Every rank must call this with the same number of inputs.
+    """
+    if group is None:
+        return tiling.map_tiles(fn, inputs)
+    return _spread(fn, inputs, group)
+
+
 def split_tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, spec: TileSpec,
                     group: Any = None) -> torch.Tensor:
     """`tiled_map` (same tiles, same blend, same result) with the tiles decoded across ``group``
@@ -89,8 +86,5 @@ def split_tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     (th, tw), (sh, sw) = spec.tile, spec.stride
     tiles = [x[..., i:i + th, j:j + tw] for i in range(0, height, sh) for j in range(0, width, sw)]
     done = iter(map_tiles(fn, tiles, group))
-    token = _SPLIT.set(_NO_GROUP)  # the blend below only looks the finished tiles up
-    try:
+    with tile_mapper(sequential):  # the blend below only looks the finished tiles up
         return tiled_map(lambda _tile: next(done), x, spec)  # tiled_map visits tiles in this row-major order
-    finally:
-        _SPLIT.reset(token)

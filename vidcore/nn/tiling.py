@@ -11,14 +11,48 @@ The procedure (tile origins on a stride grid, blend with the finished
 neighbour above, then the one to the left, in row-major order, crop to the
 stride) is the one diffusers' video VAEs use, so a tiled decode matches theirs
 given the same tile sizes.
+
+Tiles are computed through a *tile mapper*, ``mapper(fn, tiles) -> [fn(t) for t
+in tiles]``: sequential by default. `tile_mapper` sets another for a block of
+code (the distributed layer spreads a decode's tiles over the ranks that way,
+`vidcore.distributed.vae.decode_split`); this module knows nothing about it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``mapper(fn, tiles)`` -> ``[fn(t) for t in tiles]``, in order, however it computes them
+TileMapper = Callable[[TileFn, Sequence[torch.Tensor]], list[torch.Tensor]]
+
+
+def sequential(fn: TileFn, tiles: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The default tile mapper: one tile after the other, in this process."""
+    return [fn(t) for t in tiles]
+
+
+_MAPPER: ContextVar[TileMapper] = ContextVar("vidcore_tile_mapper", default=sequential)
+
+
+@contextlib.contextmanager
+def tile_mapper(mapper: TileMapper) -> Iterator[None]:
+    """Compute the tiles of every tiled call in the block with ``mapper``."""
+    token = _MAPPER.set(mapper)
+    try:
+        yield
+    finally:
+        _MAPPER.reset(token)
+
+
+def map_tiles(fn: TileFn, tiles: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[fn(t) for t in tiles]`` through the active tile mapper (`tile_mapper`; sequential by default)."""
+    return _MAPPER.get()(fn, tiles)
 
 
 @dataclass(frozen=True)
@@ -67,14 +101,12 @@ def tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, spec:
 
     ``fn`` maps a tile (..., h, w) to (..., h*scale, w*scale) (leading dims may
     change, e.g. channels or frames). The output is cropped to the full input
-    size times ``spec.scale``.
+    size times ``spec.scale``. The tiles go through the active tile mapper (`tile_mapper`).
     """
     height, width = x.shape[-2:]
     (th, tw), (sh, sw) = spec.tile, spec.stride
     blend_h, blend_w = spec.out(th) - spec.out(sh), spec.out(tw) - spec.out(sw)
     crop_h, crop_w = spec.out(sh), spec.out(sw)
-    from ..distributed.vae import map_tiles  # under a decode split, tiles are spread over the ranks
-
     row_starts, col_starts = range(0, height, sh), range(0, width, sw)
     done = iter(map_tiles(fn, [x[..., i:i + th, j:j + tw] for i in row_starts for j in col_starts]))
     rows: list[list[torch.Tensor]] = [[next(done) for _ in col_starts] for _ in row_starts]
@@ -110,10 +142,8 @@ def temporal_tiled_map(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     after the first drops its first output frame, fades in from its predecessor
     over the overlap and is cropped to the stride; the first keeps ``stride + 1``
     frames (HunyuanVideo's ``temporal_tiled_decode``). ``tile``/``stride`` are in
-    input frames; under a decode split the windows are spread over the ranks.
+    input frames; the windows go through the active tile mapper (`tile_mapper`).
     """
-    from ..distributed.vae import map_tiles
-
     out_tile, out_stride = round(tile * scale), round(stride * scale)
     extent = out_tile - out_stride
     outs = map_tiles(fn, [x[:, :, start:start + tile + 1] for start in range(0, x.shape[2], stride)])

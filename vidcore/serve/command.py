@@ -48,8 +48,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ServeConfig:
-    from ..cli import DEFAULT_BACKEND, DEFAULT_BACKEND_HINT
-    from ..plugins import backends
+    from ..plugins import DEFAULT_BACKEND, DEFAULT_BACKEND_HINT, backends
 
     names = tuple(args.backend or [DEFAULT_BACKEND])
     if args.backend is None and DEFAULT_BACKEND not in backends():

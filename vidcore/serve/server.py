@@ -19,7 +19,8 @@ from ..plugins import get_backend
 from .config import ServeConfig
 from .files import make_folders
 from .metrics import Metrics
-from .store import StoreUnavailable, open_store
+from .store import StoreUnavailable
+from .store_url import open_store
 from .worker import Worker
 
 log = logging.getLogger(__name__)

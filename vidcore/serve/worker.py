@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..backend import Backend
-from ..errors import Cancelled, VidcoreError
+from ..errors import Cancelled, VidcoreError, is_out_of_memory
 from ..records import is_complete
 from ..request import Request, load_inputs
 from .config import ServeConfig
@@ -38,11 +38,9 @@ RETRY_S = (0.5, 1.0, 2.0, 5.0)
 
 def error_of(exc: BaseException) -> dict[str, str]:
     """The API's error object for a failed run: our one-line message, or a bug named as such."""
-    from ..cli import _out_of_memory
-
     if isinstance(exc, VidcoreError):
         return {"code": "invalid_request", "message": str(exc)}
-    if _out_of_memory(exc):
+    if is_out_of_memory(exc):
         return {"code": "out_of_memory", "message": "out of memory; use a leaner --memory preset (e.g. low-vram), "
                 "a smaller size or fewer frames"}
     first = (str(exc).strip().splitlines() or [""])[0][:200]

@@ -28,11 +28,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .source import epoch_order
-
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of ``n`` items in ``epoch`` (a pure function of seed and epoch)."""
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=gen)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import torch
-
 from .shapes import clip_for, render
 
 
@@ -32,12 +30,6 @@ class ShapesSource:
     def item(self, index: int) -> dict:
         clip = clip_for(self.seed, index, self.frames, radius=self.radius)
         return {"video": render(clip, self.frames, self.size), "caption": clip.caption, "label": None}
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The shuffled order of ``n`` items in ``epoch`` (a pure function of seed and epoch)."""
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=gen)
 
 
 def make_source(data: str, seed: int, frames: int, size: int, split: str = "train",
