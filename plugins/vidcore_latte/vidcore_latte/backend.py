@@ -22,7 +22,7 @@ import torch
 from vidcore.backend import Backend, Conditions, Defaults, Expert, Frames, Inputs, Sizes
 from vidcore.errors import CheckpointError, InvalidRequestError
 
-from .context import context_counts, denoiser_context
+from .context import denoiser_context
 from .system import ModelConfig, build_components, component_names, file_layout, latent_layout, read_config
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -127,28 +127,29 @@ class LatteBackend(Backend):
         if enc is not None:
             cond["context"] = enc.encode([request.prompt], device)
             uncond["context"] = enc.encode([request.negative or ""], device)
+        state: dict = {}
         if request.task == "predict":
-            frames, mask, _ = denoiser_context(self.model_config(), inputs.video, request.frames,
-                                               self.latent_shape(request), components.get("vae"), device)
+            frames, mask, used = denoiser_context(self.model_config(), inputs.video, request.frames,
+                                                  self.latent_shape(request), components.get("vae"), device)
             for d in (cond, uncond):
                 d["cond_frames"], d["cond_mask"] = frames, mask
-        return Conditions(cond, uncond)
+            if used:  # decode puts the given frames back exactly as they were read
+                state["past_frames"] = inputs.video[-used:]
+        return Conditions(cond, uncond, state)
 
     def experts(self, components, request) -> list[Expert]:
         return [Expert("denoiser", "denoiser", components["denoiser"], self.model_config().prediction)]
 
-    def decode(self, components, latents, request) -> torch.Tensor:
+    def decode(self, components, latents, request, *, conditions: Conditions) -> torch.Tensor:
         cfg = self.model_config()
         if cfg.vae is not None:
             vae = components["vae"]
             latents = vae.decode((latents / cfg.latent_scale + cfg.latent_shift).to(next(vae.parameters()).dtype),
                                  chunk=2)
         x = latents.float().clamp(-1, 1)[:, :, : request.frames]
-        if request.task == "predict" and request.video is not None:
-            from vidcore.video import read_video
-
-            video, _ = read_video(request.video)
-            k, _ = context_counts(cfg, video.shape[0], request.frames)
-            x[:, :, :k] = video[-k:].permute(3, 0, 1, 2).float().to(x.device) / 127.5 - 1
+        past = conditions.state.get("past_frames")
+        if past is not None:
+            k = past.shape[0]
+            x[:, :, :k] = past.permute(3, 0, 1, 2).float().to(x.device) / 127.5 - 1
         return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1).cpu()
 

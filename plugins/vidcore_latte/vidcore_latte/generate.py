@@ -1,9 +1,10 @@
-"""Batched generation with the core's schedules, samplers and guidance (for evaluation and validation).
+"""Many clips at once from loaded components (for evaluation and validation), through the core's loop.
 
-`vidcore generate` makes one clip per call through `vidcore.Pipeline`; this
-module makes many at once with the same pieces and the same per-seed noise
-(``torch.Generator().manual_seed(seed)``), so a clip here equals the CLI's
-clip for that seed up to batched-matmul rounding.
+Training and evaluation hold components and a `ModelConfig`, not a checkpoint
+folder, so this wraps them in a `Pipeline` of a backend bound to that config
+and calls its batched `run_many`: the same encode, noise, guidance, sampler
+and decode as `vidcore generate`, so a clip here equals the CLI's clip for
+that seed up to batched-matmul rounding.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidcore.guidance import Guidance
-from vidcore.sampling import Sampler, Scheduler, wrap_network
+from vidcore.backend import Defaults, Frames, Inputs, Sizes
+from vidcore.media import label
+from vidcore.memory import get_policy
+from vidcore.pipeline import Pipeline
+from vidcore.request import resolve
 
-from .context import denoiser_context
-from .system import ModelConfig, latent_layout
+from .backend import LatteBackend
+from .system import ModelConfig, component_names
 
 
 @torch.no_grad()
@@ -26,32 +30,28 @@ def generate(components: dict[str, nn.Module], config: ModelConfig, prompts: lis
     """uint8 clips (B, T, H, W, 3); ``context[i]`` (uint8 (K, H, W, 3)) are given past frames."""
     frames = frames or config.frames
     size = size or config.size
-    den = components["denoiser"]
-    device = next(den.parameters()).device
-    shape, _ = latent_layout(config, frames, size)
-    noise = torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    enc = components.get("text_encoder")
-    cond, uncond = {}, {}
-    if enc is not None:
-        cond["context"] = enc.encode(list(prompts), device)
-        uncond["context"] = enc.encode([""] * len(prompts), device)
-    used = [0] * len(prompts)
-    if context is not None:
-        parts = [denoiser_context(config, clip, frames, shape, components.get("vae"), device) for clip in context]
-        past = torch.cat([p[0] for p in parts])
-        mask = torch.cat([p[1] for p in parts])
-        used = [p[2] for p in parts]
-        for d in (cond, uncond):
-            d["cond_frames"], d["cond_mask"] = past, mask
-    sched = Scheduler(schedule, **({"shift": shift} if schedule == "flow" else {}))(steps)
-    model = wrap_network(den, config.prediction, sched)
-    guided = Guidance(scale=guidance).wrap(model, cond, uncond if guidance != 1.0 else None, sched)
-    gen = torch.Generator().manual_seed(int(seeds[0]) + 1)
-    x = Sampler.get(sampler)(guided, sched.prior(noise.to(device)), sched, generator=gen)
-    if config.vae is not None:
-        x = components["vae"].decode(x / config.latent_scale + config.latent_shift, chunk=2)
-    x = x.float().clamp(-1, 1)[:, :, :frames].cpu()
-    for i, k in enumerate(used):
-        if k:
-            x[i, :, :k] = context[i][-k:].permute(3, 0, 1, 2).float() / 127.5 - 1
-    return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+    device = next(components["denoiser"].parameters()).device
+    backend = _bound(config, size, frames)
+    policy = get_policy("resident", None)
+    policy.setup(components, device)
+    pipe = Pipeline(backend, components, policy, device)
+    options = {"shift": shift} if schedule == "flow" else {}
+    reqs, ins = [], []
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
+        past = None if context is None else context[i]
+        reqs.append(resolve(backend, prompt, size=(size, size), frames=frames, steps=steps, sampler=sampler,
+                            schedule=schedule, schedule_options=options, guidance=guidance, negative="",
+                            seed=int(seed), video=None if past is None else label(past, "video")))
+        ins.append(Inputs(video=past))
+    videos = pipe.run_many(reqs, ins, progress=False)
+    return torch.stack([v.frames for v in videos])
+
+
+def _bound(config: ModelConfig, size: int, frames: int) -> LatteBackend:
+    """A backend for ``config`` (not registered): its components, any size and frame count it can make."""
+    defaults = Defaults(size=(size, size), frames=frames, fps=8, steps=20, sampler="flow_euler", schedule="flow",
+                        guidance=4.0)
+    backend = LatteBackend("latte-components", "loaded components", defaults, sizes=Sizes(allowed=((size, size),)),
+                           frames=Frames(step=1, offset=0, min=1, max=frames), model_config=config)
+    backend.components = component_names(config)
+    return backend
