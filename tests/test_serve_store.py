@@ -134,7 +134,7 @@ def test_concurrent_claims_never_share_a_job(backend):
 
 
 def test_writes_are_fenced_by_the_attempt(backend):
-    first = backend.open(lease_s=1.0)
+    first = backend.open(lease_s=2.0)
     a = first.add(job(), max_queued=10)
     claimed = first.claim("w", {"m"})
     assert first.set_progress(a.id, claimed.attempts, 40) and first.get(a.id).progress == 40
